@@ -1,0 +1,398 @@
+"""The one place that knows the forms user inputs and model outputs take.
+
+Everything else in :mod:`saved` sees an :class:`Inputs` (a set of samples with optional labels)
+and gets logits from :func:`forward_logits`; nothing else inspects tensors vs. dicts vs. loaders.
+
+Accepted input forms:
+
+* a tensor ``[n, ...]`` (float features, images, or token ids);
+* a :class:`~torch.utils.data.TensorDataset` of ``(x,)`` or ``(x, y)``;
+* a :class:`~torch.utils.data.DataLoader` yielding tensors, ``(x, y)`` pairs, or dicts;
+* a transformers batch: a dict / ``BatchEncoding`` of tensors (``input_ids``, ``attention_mask``,
+  ``pixel_values``, ``inputs_embeds`` ...). A ``labels`` (or ``label``) entry is taken as labels.
+
+Decision (recorded in docs/DECISIONS.md): a DataLoader is read once into host memory when it is
+turned into :class:`Inputs`; the model itself always runs batch by batch on the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = [
+    "Batch",
+    "Inputs",
+    "as_inputs",
+    "embed_inputs",
+    "forward_logits",
+    "frozen_eval",
+    "logits_of",
+    "model_device",
+    "predict_logits",
+    "resolve_device",
+    "word_embeddings",
+]
+
+#: What a model is called with: a tensor (``model(x)``) or a dict (``model(**x)``).
+Batch: TypeAlias = Tensor | dict[str, Tensor]
+
+_TENSOR_KEY = "x"
+_LABEL_KEYS = ("labels", "label")
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A set of ``n`` samples in one input form, held on the CPU, with optional labels.
+
+    ``fields`` maps names to tensors sharing their first dimension ``n``. A plain tensor input
+    is stored under one key and handed to the model positionally; a mapping input is handed to
+    the model as keyword arguments.
+    """
+
+    fields: dict[str, Tensor]
+    is_mapping: bool
+    labels: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fields:
+            raise ValueError("data: no input tensors were given")
+        sizes = {name: int(t.shape[0]) if t.dim() else -1 for name, t in self.fields.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"data: the input tensors disagree on the number of samples: {sizes}")
+        n = next(iter(sizes.values()))
+        if n <= 0:
+            raise ValueError("data: empty data (0 samples); give at least one sample")
+        for name, tensor in self.fields.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise ValueError(f"data: input {name!r} holds {bad} non-finite values (NaN/Inf)")
+        if self.labels is not None:
+            if self.labels.dim() != 1:
+                raise ValueError(
+                    f"labels: expected a 1-D tensor of class indices, got shape "
+                    f"{tuple(self.labels.shape)}"
+                )
+            if self.labels.shape[0] != n:
+                raise ValueError(f"labels: {self.labels.shape[0]} labels for {n} samples")
+            if self.labels.is_floating_point() or self.labels.is_complex():
+                raise TypeError(f"labels: expected integer class indices, got {self.labels.dtype}")
+
+    def __len__(self) -> int:
+        return int(next(iter(self.fields.values())).shape[0])
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.fields)
+
+    def batch(self, index: Tensor | slice, device: torch.device | str | None = None) -> Batch:
+        """The samples at ``index`` in the form the model is called with, on ``device``."""
+        picked = {
+            k: v[index].to(device) if device is not None else v[index]
+            for k, v in self.fields.items()
+        }
+        return picked if self.is_mapping else picked[_TENSOR_KEY]
+
+    def batches(
+        self, batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str | None = None
+    ) -> Iterator[Batch]:
+        """Consecutive batches of at most ``batch_size`` samples, in order, on ``device``."""
+        _check_batch_size(batch_size)
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size), device)
+
+    def select(self, index: Tensor | Sequence[int]) -> Inputs:
+        """The subset at ``index`` (any order, repeats allowed), labels included."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        if index.dim() != 1 or index.numel() == 0:
+            raise ValueError("index: expected a non-empty 1-D sequence of sample indices")
+        if int(index.min()) < -len(self) or int(index.max()) >= len(self):
+            raise IndexError(f"index: out of range for {len(self)} samples")
+        labels = self.labels[index] if self.labels is not None else None
+        return Inputs({k: v[index] for k, v in self.fields.items()}, self.is_mapping, labels)
+
+    def concat(self, other: Inputs) -> Inputs:
+        """These samples followed by ``other``'s, which must have the same form and fields."""
+        if self.is_mapping != other.is_mapping or self.keys != other.keys:
+            raise ValueError(
+                f"concat: input forms differ ({self.keys} vs {other.keys}); both sides must have "
+                "the same fields"
+            )
+        for name in self.keys:
+            a, b = self.fields[name], other.fields[name]
+            if a.shape[1:] != b.shape[1:] or a.dtype != b.dtype:
+                raise ValueError(
+                    f"concat: field {name!r} differs: {tuple(a.shape[1:])}/{a.dtype} vs "
+                    f"{tuple(b.shape[1:])}/{b.dtype}"
+                )
+        if (self.labels is None) != (other.labels is None):
+            raise ValueError("concat: one side has labels and the other does not")
+        labels = (
+            torch.cat([self.labels, other.labels])
+            if self.labels is not None and other.labels is not None
+            else None
+        )
+        fields = {k: torch.cat([self.fields[k], other.fields[k]]) for k in self.keys}
+        return Inputs(fields, self.is_mapping, labels)
+
+    def without_labels(self) -> Inputs:
+        return Inputs(self.fields, self.is_mapping, None)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+
+
+def _as_label_tensor(labels: Any) -> Tensor:
+    tensor = torch.as_tensor(labels)
+    if tensor.is_floating_point():
+        if not bool(torch.all(tensor == tensor.round())):
+            raise TypeError("labels: expected integer class indices, got non-integral floats")
+        tensor = tensor.long()
+    return tensor.detach().cpu()
+
+
+def _split_mapping(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor | None]:
+    fields: dict[str, Tensor] = {}
+    labels: Tensor | None = None
+    for key, value in batch.items():
+        if key in _LABEL_KEYS:
+            labels = _as_label_tensor(value)
+        elif isinstance(value, Tensor):
+            fields[key] = value.detach().cpu()
+        else:
+            raise TypeError(f"data[{key!r}]: expected a tensor, got {type(value).__name__}")
+    return fields, labels
+
+
+def _read_loader(loader: DataLoader[Any]) -> tuple[dict[str, Tensor], bool, Tensor | None]:
+    parts: list[dict[str, Tensor]] = []
+    label_parts: list[Tensor] = []
+    is_mapping: bool | None = None
+    for item in loader:
+        labels: Tensor | None = None
+        if isinstance(item, Tensor):
+            fields, mapping = {_TENSOR_KEY: item.detach().cpu()}, False
+        elif isinstance(item, Mapping):
+            (fields, labels), mapping = _split_mapping(item), True
+        elif isinstance(item, Sequence) and len(item) in (1, 2) and isinstance(item[0], Tensor):
+            fields, mapping = {_TENSOR_KEY: item[0].detach().cpu()}, False
+            labels = _as_label_tensor(item[1]) if len(item) == 2 else None
+        else:
+            raise TypeError(
+                "data: a DataLoader must yield tensors, (x, y) pairs or dicts of tensors, "
+                f"got {type(item).__name__}"
+            )
+        if is_mapping is not None and mapping != is_mapping:
+            raise TypeError("data: the DataLoader mixes dict and tensor batches")
+        is_mapping = mapping
+        parts.append(fields)
+        if labels is not None:
+            label_parts.append(labels)
+    if not parts:
+        raise ValueError("data: the DataLoader yielded no batches (empty data)")
+    if label_parts and len(label_parts) != len(parts):
+        raise ValueError("data: some DataLoader batches carry labels and others do not")
+    keys = parts[0].keys()
+    if any(p.keys() != keys for p in parts):
+        raise ValueError("data: DataLoader batches have different fields")
+    fields = {k: torch.cat([p[k] for p in parts]) for k in keys}
+    return fields, bool(is_mapping), torch.cat(label_parts) if label_parts else None
+
+
+def as_inputs(data: Any, labels: Any = None) -> Inputs:
+    """Turn any accepted input form into :class:`Inputs`, separating labels.
+
+    Labels found inside ``data`` (a TensorDataset's second tensor, a loader's ``y``, a dict's
+    ``labels``) are used unless ``labels`` is given explicitly, which then wins.
+
+    Raises:
+        TypeError: for an input form not listed in the module docstring.
+        ValueError: for empty data, non-finite float inputs, or labels of the wrong length.
+    """
+    found: Tensor | None = None
+    if isinstance(data, Inputs):
+        fields, is_mapping, found = data.fields, data.is_mapping, data.labels
+    elif isinstance(data, Tensor):
+        fields, is_mapping = {_TENSOR_KEY: data.detach().cpu()}, False
+    elif isinstance(data, TensorDataset):
+        if len(data.tensors) not in (1, 2):
+            raise TypeError(
+                f"data: a TensorDataset must hold (x,) or (x, y), got {len(data.tensors)} tensors"
+            )
+        fields, is_mapping = {_TENSOR_KEY: data.tensors[0].detach().cpu()}, False
+        found = _as_label_tensor(data.tensors[1]) if len(data.tensors) == 2 else None
+    elif isinstance(data, DataLoader):
+        fields, is_mapping, found = _read_loader(data)
+    elif isinstance(data, Mapping):
+        (fields, found), is_mapping = _split_mapping(data), True
+    else:
+        raise TypeError(
+            "data: expected a tensor, TensorDataset, DataLoader or dict of tensors, got "
+            f"{type(data).__name__}"
+        )
+    chosen = _as_label_tensor(labels) if labels is not None else found
+    return Inputs(dict(fields), is_mapping, chosen)
+
+
+# --------------------------------------------------------------------------- model calls
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits in a model's output: a tensor, the first item of a tuple, or ``.logits``."""
+    if isinstance(output, Tensor):
+        logits = output
+    elif hasattr(output, "logits") and isinstance(output.logits, Tensor):
+        logits = output.logits
+    elif isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
+        logits = output["logits"]
+    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        logits = output[0]
+    else:
+        raise TypeError(
+            "model output: expected a logits tensor, a tuple starting with one, or an object "
+            f"with .logits, got {type(output).__name__}"
+        )
+    if logits.dim() != 2:
+        raise ValueError(
+            f"model output: expected logits of shape [batch, classes], got {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def forward_logits(model: nn.Module, batch: Batch) -> Tensor:
+    """Call ``model`` on one batch (positionally for a tensor, by keyword for a dict)."""
+    output = model(**batch) if isinstance(batch, dict) else model(batch)
+    return logits_of(output)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a stateless model)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """The device the engine runs on: ``device`` if given, else the model's own."""
+    if device is None:
+        return model_device(model)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} was requested but CUDA is not available here")
+    return resolved
+
+
+def on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` itself if it already lives on ``device``, else a copy moved there.
+
+    ``Module.to`` moves a model in place; the engine must never move the user's model, so a
+    different device costs one copy.
+    """
+    if model_device(model) == device:
+        return model
+    return copy.deepcopy(model).to(device)
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode with every parameter frozen, then restore it exactly.
+
+    Every submodule's ``training`` flag and every parameter's ``requires_grad`` flag are put
+    back on exit, also on error, so a caller's mixed train/eval setup survives.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        model.eval()
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, requires_grad in flags:
+            param.requires_grad_(requires_grad)
+
+
+def predict_logits(
+    model: nn.Module,
+    inputs: Inputs,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Logits ``[n, C]`` of every sample, computed in eval mode batch by batch, on the CPU.
+
+    Raises:
+        ValueError: when the model returns a wrong shape or non-finite logits.
+    """
+    run_on = resolve_device(model, device)
+    runner = on_device(model, run_on)
+    chunks: list[Tensor] = []
+    with frozen_eval(runner), torch.no_grad():
+        for batch in inputs.batches(batch_size, run_on):
+            logits = forward_logits(runner, batch)
+            expected = _batch_len(batch)
+            if logits.shape[0] != expected:
+                raise ValueError(
+                    f"model output: {logits.shape[0]} rows of logits for a batch of {expected}"
+                )
+            chunks.append(logits.detach().float().cpu())
+    logits = torch.cat(chunks)
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ValueError(f"model output: non-finite logits (NaN/Inf) for {bad} samples")
+    return logits
+
+
+def _batch_len(batch: Batch) -> int:
+    if isinstance(batch, dict):
+        return int(next(iter(batch.values())).shape[0])
+    return int(batch.shape[0])
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def word_embeddings(model: nn.Module) -> nn.Embedding:
+    """The word (token) embedding table of a transformers model."""
+    getter = getattr(model, "get_input_embeddings", None)
+    table = getter() if callable(getter) else None
+    if not isinstance(table, nn.Embedding):
+        raise TypeError(
+            f"model: {type(model).__name__} has no word embedding table "
+            "(expected a transformers model with get_input_embeddings())"
+        )
+    return table
+
+
+def embed_inputs(model: nn.Module, inputs: Inputs, *, batch_size: int = 1024) -> Inputs:
+    """The same samples with ``input_ids`` replaced by their word embeddings ``inputs_embeds``.
+
+    Only the word embeddings are looked up: a transformers model adds position and token-type
+    embeddings itself when called with ``inputs_embeds``, so ``model(**embedded)`` equals
+    ``model(**original)``. The attention mask and other fields are kept as they are.
+    """
+    if not inputs.is_mapping or "input_ids" not in inputs.fields:
+        raise ValueError("data: embedding needs a transformers batch with 'input_ids'")
+    table = word_embeddings(model)
+    ids = inputs.fields["input_ids"]
+    with torch.no_grad():
+        embedded = torch.cat(
+            [
+                table(ids[start : start + batch_size].to(table.weight.device)).detach().cpu()
+                for start in range(0, ids.shape[0], batch_size)
+            ]
+        )
+    fields = {k: v for k, v in inputs.fields.items() if k != "input_ids"}
+    return Inputs({"inputs_embeds": embedded, **fields}, True, inputs.labels)

@@ -1,0 +1,353 @@
+"""The decomposition contract: every quantity of the specification as a pure tensor function.
+
+Notation: ``F(x)`` are the reference model's logits, ``y(x) = argmax_i F_i(x)`` its prediction,
+``y_dec(x)`` the decomposed prediction, ``S`` the evaluation samples.
+
+Each function validates its arguments once and raises a ``ValueError`` / ``TypeError`` that
+names the argument, the value and the accepted range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "Contract",
+    "boundary_size",
+    "boundary_subset",
+    "component_sizes",
+    "confusion_deviation",
+    "disagreement",
+    "hoeffding_radius",
+    "jaccard_overlap",
+    "logit_margins",
+    "max_pairwise_overlap",
+    "per_class_disagreement",
+    "samples_needed",
+]
+
+
+def _check_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} ({value!r})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return value
+
+
+def _check_unit_interval(
+    name: str, value: Any, *, low_open: bool = False, high_open: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} ({value!r})")
+    number = float(value)
+    too_low = number <= 0 if low_open else number < 0
+    too_high = number >= 1 if high_open else number > 1
+    if too_low or too_high or not math.isfinite(number):
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a value in {interval}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The thresholds a decomposition must meet; every axis must hold at once.
+
+    Args:
+        eps: bound on boundary disagreement plus the Hoeffding term, ``Dis + h <= eps``; in (0, 1].
+        kappa: the boundary as a margin *quantile*: the ``kappa`` fraction of lowest-margin
+            samples forms ``B``; in (0, 1]. Ignored when ``kappa_margin`` is given.
+        gamma: bound on the largest pairwise Jaccard overlap of component supports; in [0, 1].
+        eta: every component must prune at least this fraction of units; in [0, 1].
+        delta: failure probability of the Hoeffding bound; in (0, 1).
+        kappa_margin: an absolute margin threshold ``B = {x : m(x) <= kappa_margin}``; >= 0.
+    """
+
+    eps: float = 0.1
+    kappa: float = 0.2
+    gamma: float = 0.5
+    eta: float = 0.3
+    delta: float = 0.05
+    kappa_margin: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", _check_unit_interval("eps", self.eps, low_open=True))
+        object.__setattr__(self, "kappa", _check_unit_interval("kappa", self.kappa, low_open=True))
+        object.__setattr__(self, "gamma", _check_unit_interval("gamma", self.gamma))
+        object.__setattr__(self, "eta", _check_unit_interval("eta", self.eta))
+        object.__setattr__(
+            self, "delta", _check_unit_interval("delta", self.delta, low_open=True, high_open=True)
+        )
+        if self.kappa_margin is not None:
+            margin = _check_number("kappa_margin", self.kappa_margin)
+            if margin < 0:
+                raise ValueError(f"kappa_margin: expected a margin >= 0, got {self.kappa_margin!r}")
+            object.__setattr__(self, "kappa_margin", margin)
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Contract:
+        unknown = set(values) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"contract: unknown keys {sorted(unknown)}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_logits(logits: Tensor) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits: expected a tensor, got {type(logits).__name__}")
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected shape [n, C], got {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError("logits: empty (0 samples)")
+    if logits.shape[1] < 2:
+        raise ValueError(f"logits: need at least two classes, got C = {logits.shape[1]}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits: expected a floating-point tensor, got {logits.dtype}")
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ValueError(f"logits: non-finite values (NaN/Inf) in {bad} rows")
+    return logits
+
+
+def _check_predictions(reference: Tensor, decomposed: Tensor) -> None:
+    for name, tensor in (("reference", reference), ("decomposed", decomposed)):
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"{name}: expected a tensor of class indices, got {type(tensor).__name__}"
+            )
+        if tensor.dim() != 1:
+            raise ValueError(
+                f"{name}: expected a 1-D tensor of class indices, got {tuple(tensor.shape)}"
+            )
+        if tensor.is_floating_point():
+            raise TypeError(f"{name}: expected integer class indices, got {tensor.dtype}")
+    if reference.shape != decomposed.shape:
+        raise ValueError(
+            f"decomposed: {decomposed.shape[0]} predictions for {reference.shape[0]} reference ones"
+        )
+    if reference.numel() == 0:
+        raise ValueError("reference: no predictions (empty boundary subset?)")
+
+
+def _check_supports(supports: Tensor) -> Tensor:
+    if not isinstance(supports, Tensor):
+        raise TypeError(
+            f"supports: expected a boolean tensor [K, N], got {type(supports).__name__}"
+        )
+    if supports.dim() != 2 or supports.shape[0] < 1 or supports.shape[1] < 1:
+        raise ValueError(
+            f"supports: expected a non-empty [K, N] tensor, got {tuple(supports.shape)}"
+        )
+    if supports.dtype != torch.bool:
+        raise TypeError(f"supports: expected dtype torch.bool, got {supports.dtype}")
+    return supports
+
+
+# --------------------------------------------------------------------------- semantic axis
+
+
+def logit_margins(logits: Tensor) -> Tensor:
+    """Logit margin ``m(x) = F_y(x) - max_{j != y} F_j(x)`` of each row, always ``>= 0``.
+
+    Args:
+        logits: ``[n, C]`` finite logits, ``C >= 2``.
+
+    Returns:
+        ``[n]`` margins (0 where the top two logits tie).
+    """
+    top2 = _check_logits(logits).topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def boundary_size(n: int, q: float) -> int:
+    """``|B|`` for the quantile rule: ``max(1, floor(q * n + 1/2))`` (round half up).
+
+    Rounding half up, rather than ``ceil``, keeps exact products exact despite float noise:
+    ``0.2 * 70_000`` is ``14000.000000000002`` in binary floating point and must give 14,000.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a sample count >= 1, got {n!r}")
+    q = _check_unit_interval("q", q, low_open=True)
+    return max(1, min(n, math.floor(q * n + 0.5)))
+
+
+def boundary_subset(
+    margins: Tensor, q: float | None = None, kappa_margin: float | None = None
+) -> Tensor:
+    """Indices of the boundary subset ``B``, lowest margin first.
+
+    Exactly one rule applies:
+
+    * quantile ``q`` in (0, 1]: the ``boundary_size(n, q)`` lowest-margin samples, where
+      ``boundary_size(n, q) = max(1, floor(q * n + 1/2))``;
+    * absolute ``kappa_margin >= 0``: ``B = {x : m(x) <= kappa_margin}``.
+
+    Ties are broken deterministically by sample index (a stable sort on the margin), so the same
+    margins always give the same subset.
+
+    Raises:
+        ValueError: for bad margins, both or neither rule, or an empty boundary subset.
+    """
+    if (q is None) == (kappa_margin is None):
+        raise ValueError("boundary_subset: give exactly one of q (quantile) or kappa_margin")
+    if not isinstance(margins, Tensor) or margins.dim() != 1 or margins.numel() == 0:
+        raise ValueError("margins: expected a non-empty 1-D tensor")
+    if not bool(torch.isfinite(margins).all()) or bool((margins < 0).any()):
+        raise ValueError("margins: expected finite values >= 0 (use logit_margins)")
+    order = torch.sort(margins, stable=True).indices
+    if q is not None:
+        return order[: boundary_size(margins.numel(), q)]
+    threshold = _check_number("kappa_margin", kappa_margin)
+    if threshold < 0:
+        raise ValueError(f"kappa_margin: expected a margin >= 0, got {kappa_margin!r}")
+    count = int((margins <= threshold).sum())
+    if count == 0:
+        raise ValueError(
+            f"kappa_margin: empty boundary subset: no sample has margin <= {threshold:g} "
+            f"(smallest margin is {float(margins.min()):.4g})"
+        )
+    return order[:count]
+
+
+def disagreement(reference: Tensor, decomposed: Tensor) -> float:
+    """``Dis = (1/|B|) * sum_{x in B} 1[y_dec(x) != y(x)]`` over the given predictions."""
+    _check_predictions(reference, decomposed)
+    return float((reference != decomposed).double().mean())
+
+
+def per_class_disagreement(reference: Tensor, decomposed: Tensor, num_classes: int) -> Tensor:
+    """Disagreement restricted to samples with ``y(x) = k``, for each class ``k``.
+
+    Returns:
+        ``[num_classes]`` float64 rates, NaN for a class with no sample.
+    """
+    _check_predictions(reference, decomposed)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+    if int(reference.min()) < 0 or int(reference.max()) >= num_classes:
+        raise ValueError(f"reference: class indices outside [0, {num_classes})")
+    counts = torch.bincount(reference, minlength=num_classes).double()
+    wrong = torch.bincount(
+        reference, weights=(reference != decomposed).double(), minlength=num_classes
+    )
+    rates = wrong / counts
+    return torch.where(counts > 0, rates, torch.full_like(rates, math.nan))
+
+
+def hoeffding_radius(n: int, delta: float = 0.05) -> float:
+    """Hoeffding term ``h = sqrt(ln(2 / delta) / (2 n))``.
+
+    With probability at least ``1 - delta`` the true boundary disagreement is within ``h`` of
+    the one measured on ``n`` independent boundary samples.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a sample count >= 1, got {n!r}")
+    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
+    return math.sqrt(math.log(2.0 / delta) / (2.0 * n))
+
+
+def samples_needed(eps: float, delta: float = 0.05) -> int:
+    """The smallest ``n`` with ``hoeffding_radius(n, delta) < eps``: fewer can never pass."""
+    eps = _check_unit_interval("eps", eps, low_open=True)
+    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
+    return math.floor(math.log(2.0 / delta) / (2.0 * eps * eps)) + 1
+
+
+# --------------------------------------------------------------------------- structural axis
+
+_OVERLAP_CHUNK = 1 << 20  # columns per matmul: counts stay exact in float32 (< 2**24)
+
+
+def jaccard_overlap(supports: Tensor) -> Tensor:
+    """Pairwise Jaccard overlap ``|S_i ∩ S_j| / |S_i ∪ S_j|`` of K supports.
+
+    Args:
+        supports: boolean ``[K, N]``; row k marks the units (or weights) component k keeps.
+
+    Returns:
+        ``[K, K]`` float64, symmetric, 1 on the diagonal. Two empty supports are identical
+        sets and count as overlap 1.
+    """
+    supports = _check_supports(supports)
+    k = supports.shape[0]
+    intersection = torch.zeros(k, k, dtype=torch.float64, device=supports.device)
+    for start in range(0, supports.shape[1], _OVERLAP_CHUNK):
+        chunk = supports[:, start : start + _OVERLAP_CHUNK].float()
+        intersection += (chunk @ chunk.T).double()
+    sizes = intersection.diagonal()
+    union = sizes[:, None] + sizes[None, :] - intersection
+    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union)).cpu()
+
+
+def max_pairwise_overlap(overlap: Tensor) -> float:
+    """``max_{i != j} Overlap(S_i, S_j)``; 0 for a single component."""
+    if overlap.dim() != 2 or overlap.shape[0] != overlap.shape[1]:
+        raise ValueError(f"overlap: expected a square [K, K] matrix, got {tuple(overlap.shape)}")
+    k = overlap.shape[0]
+    if k < 2:
+        return 0.0
+    off_diagonal = overlap[~torch.eye(k, dtype=torch.bool, device=overlap.device)]
+    return float(off_diagonal.max())
+
+
+def component_sizes(supports: Tensor, unit_weights: Tensor | None = None) -> Tensor:
+    """``Size_k = |S_k| / |S|`` for each component (``Prune_k = 1 - Size_k``).
+
+    Args:
+        supports: boolean ``[K, N]`` over the ``N = |S|`` structural units or weights.
+        unit_weights: optional ``[N]`` non-negative weight of each unit (for example its
+            parameter count), turning the count into a weighted size.
+    """
+    supports = _check_supports(supports)
+    if unit_weights is None:
+        return supports.double().mean(dim=1).cpu()
+    if unit_weights.shape != (supports.shape[1],) or bool((unit_weights < 0).any()):
+        raise ValueError(f"unit_weights: expected [N={supports.shape[1]}] values >= 0")
+    total = float(unit_weights.sum())
+    if total <= 0:
+        raise ValueError("unit_weights: the total weight must be > 0")
+    return (supports.double() @ unit_weights.double().to(supports.device) / total).cpu()
+
+
+# --------------------------------------------------------------------------- confusion
+
+
+def confusion_deviation(
+    reference: Tensor,
+    decomposed: Tensor,
+    labels: Tensor | None = None,
+    num_classes: int | None = None,
+) -> float:
+    """``||C_dec - C||_1`` between normalised joint label distributions.
+
+    ``C[r, p]`` is the fraction of samples with reference label ``r`` and reference prediction
+    ``p``; ``C_dec`` uses the decomposed prediction instead. The reference label is the
+    ground-truth label when ``labels`` is given, else ``y(x)``. Each disagreeing sample moves
+    ``1/n`` of mass between two cells, so the result is at most ``2 * Dis``.
+    """
+    _check_predictions(reference, decomposed)
+    rows = reference if labels is None else labels
+    if labels is not None and (labels.shape != reference.shape or labels.is_floating_point()):
+        raise ValueError(f"labels: expected {reference.shape[0]} integer labels")
+    size = num_classes
+    if size is None:
+        size = int(max(rows.max(), reference.max(), decomposed.max())) + 1
+    for name, tensor in (("labels", rows), ("reference", reference), ("decomposed", decomposed)):
+        if int(tensor.min()) < 0 or int(tensor.max()) >= size:
+            raise ValueError(f"{name}: class indices outside [0, {size})")
+    n = reference.numel()
+    joint = torch.bincount(rows * size + reference, minlength=size * size).double()
+    joint_dec = torch.bincount(rows * size + decomposed, minlength=size * size).double()
+    return float((joint_dec - joint).abs().sum() / n)

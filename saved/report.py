@@ -1,0 +1,248 @@
+"""The contract report: every measured value, threshold and verdict; JSON and rich rendering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from .contract import Contract
+
+__all__ = ["ClassRow", "ContractReport", "Counterexample"]
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """Boundary disagreement among boundary samples the reference model puts in one class."""
+
+    class_index: int
+    n_boundary: int
+    disagreement: float | None  # None when no boundary sample has this class
+
+
+@dataclass(frozen=True)
+class Counterexample:
+    """A boundary sample where the decomposed prediction differs from the reference."""
+
+    index: int  # position in the evaluated data
+    reference: int  # y(x)
+    decomposed: int  # y_dec(x)
+    margin: float  # m(x), the reference logit margin
+    label: int | None = None  # ground truth, when labels were given
+
+
+@dataclass(frozen=True)
+class ContractReport:
+    """The outcome of checking one decomposition against a :class:`Contract`.
+
+    Counterexamples are sorted by margin, lowest first; at most ``MAX_COUNTEREXAMPLES`` are kept
+    and ``n_counterexamples`` counts them all.
+    """
+
+    MAX_COUNTEREXAMPLES = 1000
+
+    contract: Contract
+    method: str
+    n_samples: int
+    n_boundary: int
+    boundary_margin: float  # the largest margin inside B: the quantile in logit units
+    disagreement: float
+    hoeffding: float
+    global_disagreement: float
+    overlap: list[list[float]]
+    sizes: list[float]
+    confusion_deviation: float
+    per_class: list[ClassRow]
+    counterexamples: list[Counterexample]
+    n_counterexamples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ derived verdicts
+
+    @property
+    def semantic_bound(self) -> float:
+        """``Dis + h``, the upper confidence bound on boundary disagreement."""
+        return self.disagreement + self.hoeffding
+
+    @property
+    def semantic_holds(self) -> bool:
+        return self.semantic_bound <= self.contract.eps
+
+    @property
+    def max_overlap(self) -> float:
+        k = len(self.overlap)
+        return max((self.overlap[i][j] for i in range(k) for j in range(k) if i != j), default=0.0)
+
+    @property
+    def structural_holds(self) -> bool:
+        return self.max_overlap <= self.contract.gamma
+
+    @property
+    def prunes(self) -> list[float]:
+        return [1.0 - size for size in self.sizes]
+
+    @property
+    def min_prune(self) -> float:
+        return min(self.prunes)
+
+    @property
+    def reduction_holds(self) -> bool:
+        return self.min_prune >= self.contract.eta
+
+    @property
+    def holds(self) -> bool:
+        """True only when every axis holds at once."""
+        return self.semantic_holds and self.structural_holds and self.reduction_holds
+
+    @property
+    def failed_axes(self) -> list[str]:
+        verdicts = {
+            "semantic": self.semantic_holds,
+            "structural": self.structural_holds,
+            "reduction": self.reduction_holds,
+        }
+        return [axis for axis, holds in verdicts.items() if not holds]
+
+    @property
+    def class_summary(self) -> dict[str, ClassRow]:
+        """Best, median (lower median) and worst class by disagreement; ties by class index."""
+        present = sorted(
+            (row for row in self.per_class if row.disagreement is not None),
+            key=lambda row: (row.disagreement, row.class_index),
+        )
+        if not present:
+            return {}
+        return {
+            "best": present[0],
+            "median": present[(len(present) - 1) // 2],
+            "worst": present[-1],
+        }
+
+    # ------------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: the measurements, plus the derived verdicts for readers."""
+        data: dict[str, Any] = {"version": REPORT_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "contract":
+                value = value.to_dict()
+            elif f.name in ("per_class", "counterexamples"):
+                value = [vars(item).copy() for item in value]
+            data[f.name] = value
+        data["verdicts"] = {
+            "semantic_bound": self.semantic_bound,
+            "semantic": self.semantic_holds,
+            "max_overlap": self.max_overlap,
+            "structural": self.structural_holds,
+            "min_prune": self.min_prune,
+            "reduction": self.reduction_holds,
+            "holds": self.holds,
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContractReport:
+        """Rebuild a report from :meth:`to_dict` output; derived verdicts are recomputed."""
+        if data.get("version") != REPORT_VERSION:
+            raise ValueError(
+                f"report: version {data.get('version')!r} is not {REPORT_VERSION}; "
+                "regenerate it with this version of saved"
+            )
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["contract"] = Contract.from_dict(values["contract"])
+        values["per_class"] = [ClassRow(**row) for row in values["per_class"]]
+        values["counterexamples"] = [Counterexample(**c) for c in values["counterexamples"]]
+        return cls(**values)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> ContractReport:
+        return cls.from_dict(json.loads(text))
+
+    def __rich__(self) -> RenderableType:
+        return render_report(self)
+
+
+# --------------------------------------------------------------------------- rich rendering
+
+
+def _verdict(holds: bool) -> Text:
+    return Text("holds", style="bold green") if holds else Text("FAILS", style="bold red")
+
+
+def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
+    """A rich renderable: the axes table, the per-class summary and the top counterexamples."""
+    contract = report.contract
+    axes = Table(title=f"Decomposition contract ({report.method})", title_justify="left")
+    axes.add_column("axis")
+    axes.add_column("measured", justify="right", no_wrap=True)
+    axes.add_column("rule")
+    axes.add_column("verdict")
+    axes.add_row(
+        "semantic",
+        f"{report.disagreement:.4f} + {report.hoeffding:.4f} = {report.semantic_bound:.4f}",
+        f"Dis + h <= eps = {contract.eps:g}",
+        _verdict(report.semantic_holds),
+    )
+    axes.add_row(
+        "structural",
+        f"{report.max_overlap:.4f}",
+        f"max overlap <= gamma = {contract.gamma:g}",
+        _verdict(report.structural_holds),
+    )
+    axes.add_row(
+        "reduction",
+        f"{report.min_prune:.4f}",
+        f"min prune >= eta = {contract.eta:g}",
+        _verdict(report.reduction_holds),
+    )
+    bound = 2 * report.disagreement
+    axes.add_row(
+        "confusion dev.", f"{report.confusion_deviation:.4f}", f"<= 2 Dis = {bound:.4f}", ""
+    )
+    axes.add_row("global dis.", f"{report.global_disagreement:.4f}", "all samples", "")
+    if contract.kappa_margin is None:
+        boundary_rule = f"lowest kappa = {contract.kappa:g} of margins"
+    else:
+        boundary_rule = f"margin <= {contract.kappa_margin:g}"
+    axes.caption = (
+        f"|B| = {report.n_boundary} of {report.n_samples} samples ({boundary_rule}, "
+        f"margin <= {report.boundary_margin:.4g}); delta = {contract.delta:g}"
+    )
+
+    parts: list[RenderableType] = [axes]
+    summary = report.class_summary
+    if summary:
+        classes = Table(title="Per-class boundary disagreement", title_justify="left")
+        for column in ("", "class", "|B_k|", "Dis_k"):
+            classes.add_column(column)
+        for name, row in summary.items():
+            rate = "-" if row.disagreement is None else f"{row.disagreement:.4f}"
+            classes.add_row(name, str(row.class_index), str(row.n_boundary), rate)
+        parts.append(classes)
+    if report.counterexamples:
+        table = Table(
+            title=f"Counterexamples ({report.n_counterexamples}, lowest margin first)",
+            title_justify="left",
+        )
+        for column in ("index", "y(x)", "y_dec(x)", "margin", "label"):
+            table.add_column(column, justify="right")
+        for c in report.counterexamples[:top]:
+            label = "-" if c.label is None else str(c.label)
+            table.add_row(
+                str(c.index), str(c.reference), str(c.decomposed), f"{c.margin:.4g}", label
+            )
+        parts.append(table)
+    verdict = "holds" if report.holds else "fails: " + ", ".join(report.failed_axes)
+    style = "bold green" if report.holds else "bold red"
+    parts.append(Text(f"Contract {verdict}", style=style))
+    return Group(*parts)

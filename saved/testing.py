@@ -1,0 +1,174 @@
+"""Tiny deterministic models and real data for tests and first steps with the plugin.
+
+Every builder takes a ``seed`` and returns the same weights for the same seed. The data come
+from scikit-learn's bundled digits set (1,797 real 8x8 handwritten digits, no download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "TinyResNet",
+    "digits",
+    "state_snapshot",
+    "tiny_bert",
+    "tiny_mlp",
+    "tiny_resnet",
+    "tiny_vit",
+    "train_classifier",
+]
+
+
+def _seeded(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)  # module initialisers draw from the global generator
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_mlp(
+    in_features: int = 64, num_classes: int = 10, hidden: tuple[int, ...] = (32, 32), seed: int = 0
+) -> nn.Sequential:
+    """A ReLU MLP ``in_features -> hidden... -> num_classes``."""
+    _seeded(seed)
+    layers: list[nn.Module] = []
+    width = in_features
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+class TinyResNet(nn.Module):
+    """A small CNN with BatchNorm and one residual block: ``[n, C_in, H, W] -> [n, classes]``."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        residual = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        x = self.relu(x + residual)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def tiny_resnet(
+    in_channels: int = 1, num_classes: int = 10, width: int = 8, seed: int = 0
+) -> TinyResNet:
+    _seeded(seed)
+    return TinyResNet(in_channels, num_classes, width)
+
+
+def tiny_bert(num_labels: int = 4, vocab_size: int = 512, seed: int = 0) -> nn.Module:
+    """A 2-layer, 4-head, 32-wide transformers ``BertForSequenceClassification``."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    _seeded(seed)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    config.num_labels = num_labels  # a PretrainedConfig property: also sets id2label
+    return BertForSequenceClassification(config)
+
+
+def tiny_vit(
+    num_labels: int = 10,
+    image_size: int = 8,
+    patch_size: int = 2,
+    num_channels: int = 1,
+    seed: int = 0,
+) -> nn.Module:
+    """A 2-layer, 4-head, 32-wide transformers ``ViTForImageClassification``."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    _seeded(seed)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=num_channels,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+    )
+    config.num_labels = num_labels
+    return ViTForImageClassification(config)
+
+
+def digits(images: bool = False) -> tuple[Tensor, Tensor]:
+    """scikit-learn's digits: ``x`` in [0, 1] as ``[1797, 64]`` (or ``[1797, 1, 8, 8]``), ``y``."""
+    from sklearn.datasets import load_digits
+
+    bunch: Any = load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    return (x.reshape(-1, 1, 8, 8) if images else x), y
+
+
+def train_classifier(
+    model: nn.Module,
+    x: Tensor | dict[str, Tensor],
+    y: Tensor,
+    *,
+    steps: int = 300,
+    lr: float = 1e-2,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> nn.Module:
+    """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode."""
+    from .adapters import forward_logits
+
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    n = y.shape[0]
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, n, (min(batch_size, n),), generator=generator)
+        batch = {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
+        loss = nn.functional.cross_entropy(forward_logits(model, batch), y[index])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    optimiser.zero_grad(set_to_none=True)
+    return model.eval()
+
+
+def _digest(tensor: Tensor) -> str:
+    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
+
+
+def state_snapshot(model: nn.Module) -> dict[str, Any]:
+    """Everything a call could change in a model: weights, buffers, grads, modes, flags.
+
+    Two snapshots compare equal (``==``) exactly when nothing observable changed.
+    """
+    return {
+        "parameters": {
+            name: (_digest(p), str(p.dtype), str(p.device), p.requires_grad, p.grad is None)
+            for name, p in model.named_parameters()
+        },
+        "buffers": {name: (_digest(b), str(b.dtype)) for name, b in model.named_buffers()},
+        "modes": {name: module.training for name, module in model.named_modules()},
+    }

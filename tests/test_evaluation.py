@@ -1,0 +1,170 @@
+"""saved/evaluation.py and saved/report.py: a report checked by hand, round trips, rendering,
+and the guarantee that no call changes the user's model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from rich.console import Console
+
+from saved import (
+    ClassComponents,
+    Contract,
+    ContractReport,
+    as_inputs,
+    assess,
+    predict_logits,
+    testing,
+)
+from saved.adapters import embed_inputs
+from saved.contract import hoeffding_radius
+
+
+def _hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # margins: 0.1, 2.0, 0.3, 5.0, 0.2 -> with kappa = 0.6, |B| = floor(3.5) = 3: samples 0, 4, 2
+    logits = torch.tensor(
+        [[1.0, 0.9, 0.0], [3.0, 1.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 5.0], [0.0, 0.0, 0.2]]
+    )
+    decomposed = torch.tensor([1, 0, 1, 2, 0])  # sample 0 disagrees (in B), sample 4 too
+    supports = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    return logits, decomposed, supports, labels
+
+
+def test_assess_by_hand() -> None:
+    logits, decomposed, supports, labels = _hand_example()
+    contract = Contract(eps=0.9, kappa=0.6, gamma=0.4, eta=0.5)
+    report = assess(contract, logits, decomposed, supports, labels=labels, method="hand")
+    assert report.n_boundary == 3
+    assert report.boundary_margin == pytest.approx(0.3)
+    assert report.disagreement == pytest.approx(2 / 3)
+    assert report.hoeffding == pytest.approx(hoeffding_radius(3, 0.05))
+    assert report.global_disagreement == pytest.approx(2 / 5)
+    assert report.max_overlap == pytest.approx(1 / 3)
+    assert report.sizes == pytest.approx([0.5, 0.5, 0.25])
+    assert report.min_prune == pytest.approx(0.5)
+    # B = {0, 4, 2}: (label, y, y_dec) = (0, 0, 1), (1, 2, 0), (1, 1, 1)
+    # C:     (0,0) (1,2) (1,1)  C_dec: (0,1) (1,0) (1,1) -> L1 = 4 * 1/3
+    assert report.confusion_deviation == pytest.approx(4 / 3)
+    assert [(c.index, c.reference, c.decomposed, c.label) for c in report.counterexamples] == [
+        (0, 0, 1, 0),
+        (4, 2, 0, 1),
+    ]
+    assert [c.margin for c in report.counterexamples] == pytest.approx([0.1, 0.2])
+    per_class = {row.class_index: (row.n_boundary, row.disagreement) for row in report.per_class}
+    assert per_class == {0: (1, 1.0), 1: (1, 0.0), 2: (1, 1.0)}
+    summary = report.class_summary
+    assert (summary["best"].class_index, summary["worst"].class_index) == (1, 2)
+    # semantic fails (2/3 + h > 0.9), structural holds (1/3 <= 0.4), reduction holds (0.5 >= 0.5)
+    assert report.failed_axes == ["semantic"]
+    assert not report.holds
+
+
+def test_contract_holds_only_when_every_axis_holds() -> None:
+    logits, _, supports, _ = _hand_example()
+    agree = logits.argmax(1)
+    lenient = Contract(eps=1.0, kappa=1.0, gamma=0.4, eta=0.5)
+    assert assess(lenient, logits, agree, supports).holds
+    assert assess(
+        Contract(eps=1.0, kappa=1.0, gamma=0.3, eta=0.5), logits, agree, supports
+    ).failed_axes == ["structural"]
+    assert assess(
+        Contract(eps=1.0, kappa=1.0, gamma=0.4, eta=0.6), logits, agree, supports
+    ).failed_axes == ["reduction"]
+
+
+def test_absolute_margin_rule_and_empty_boundary() -> None:
+    logits, decomposed, supports, _ = _hand_example()
+    report = assess(Contract(kappa_margin=0.25), logits, decomposed, supports)
+    assert report.n_boundary == 2  # margins 0.1 and 0.2
+    with pytest.raises(ValueError, match="empty boundary subset"):
+        assess(Contract(kappa_margin=0.05), logits, decomposed, supports)
+
+
+def test_report_json_round_trip_and_rendering() -> None:
+    logits, decomposed, supports, labels = _hand_example()
+    report = assess(Contract(kappa=0.6), logits, decomposed, supports, labels=labels)
+    text = report.to_json()
+    data = json.loads(text)
+    assert data["verdicts"]["holds"] is False
+    assert data["verdicts"]["semantic_bound"] == pytest.approx(report.semantic_bound)
+    again = ContractReport.from_json(text)
+    assert again == report
+    assert again.to_dict() == report.to_dict()
+    data["version"] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        ContractReport.from_dict(data)
+    console = Console(record=True, width=120)
+    console.print(report)
+    rendered = console.export_text()
+    assert f"{report.semantic_bound:.4f}" in rendered
+    assert "Contract fails: semantic" in rendered and "structural" not in report.failed_axes
+    assert "Counterexamples (2, lowest margin first)" in rendered
+    assert re.search(r"│\s+0 │\s+0 │\s+1 │\s+0.1 │\s+0 │", rendered)
+
+
+def test_assess_rejects_bad_inputs() -> None:
+    logits, decomposed, supports, _ = _hand_example()
+    with pytest.raises(TypeError, match=r"contract: expected a saved\.Contract"):
+        assess({"eps": 0.1}, logits, decomposed, supports)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="decomposed_predictions: expected 5 predictions"):
+        assess(Contract(), logits, decomposed[:3], supports)
+    with pytest.raises(ValueError, match="labels: expected 5 integer labels"):
+        assess(Contract(), logits, decomposed, supports, labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"labels: class indices outside \[0, 3\)"):
+        assess(Contract(), logits, decomposed, supports, labels=torch.tensor([0, 1, 2, 3, 0]))
+    with pytest.raises(ValueError, match="non-finite"):
+        assess(Contract(), torch.full((5, 3), float("nan")), decomposed, supports)
+
+
+# --------------------------------------------------------------------------- nothing lost
+
+
+def _digits_mlp_in_mixed_state() -> tuple[torch.nn.Module, torch.Tensor]:
+    x, _ = testing.digits()
+    model = testing.tiny_mlp(seed=5)
+    model.train()
+    model[0].eval()  # a mixed train/eval setup must survive
+    model[2].weight.requires_grad_(False)
+    return model, x[:200]
+
+
+def _run_everything(model: torch.nn.Module, x: torch.Tensor) -> None:
+    logits = predict_logits(model, as_inputs(x))
+    decomposed = ClassComponents(10).predict(logits)
+    supports = torch.ones(10, 5, dtype=torch.bool)
+    assess(Contract(), logits, decomposed, supports)
+
+
+@pytest.mark.parametrize("model_kind", ["mlp", "resnet", "bert"])
+def test_no_call_changes_the_users_model(model_kind: str) -> None:
+    if model_kind == "mlp":
+        model, x = _digits_mlp_in_mixed_state()
+        calls = [lambda: _run_everything(model, x)]
+    elif model_kind == "resnet":
+        model = testing.tiny_resnet(seed=1).train()  # BatchNorm running stats must not move
+        images = testing.digits(images=True)[0][:100]
+        calls = [lambda: _run_everything(model, images)]
+    else:
+        model = testing.tiny_bert(num_labels=10, seed=1).train()  # dropout active
+        ids = torch.randint(5, 512, (20, 8), generator=torch.Generator().manual_seed(0))
+        tokens = as_inputs({"input_ids": ids})
+        calls = [
+            lambda: predict_logits(model, tokens),
+            lambda: predict_logits(model, embed_inputs(model, tokens)),
+        ]
+    before = testing.state_snapshot(model)
+    for call in calls:
+        call()
+    assert testing.state_snapshot(model) == before
+
+
+def test_no_state_change_on_the_error_path() -> None:
+    model, _ = _digits_mlp_in_mixed_state()
+    before = testing.state_snapshot(model)
+    with pytest.raises(RuntimeError):
+        predict_logits(model, as_inputs(torch.zeros(4, 7)))  # wrong feature count
+    assert testing.state_snapshot(model) == before
