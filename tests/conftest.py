@@ -36,3 +36,24 @@ def digits_mlp(digits_xy: tuple[torch.Tensor, torch.Tensor]) -> torch.nn.Module:
 def digits_cnn(digits_images: tuple[torch.Tensor, torch.Tensor]) -> torch.nn.Module:
     x, y = digits_images
     return testing.train_classifier(testing.tiny_resnet(seed=0), x, y, steps=150)
+
+
+@pytest.fixture(scope="session")
+def debian_text() -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """Real Debian package descriptions (4 sections): tokenised train batch, labels, test batch."""
+    from saved.datasets import load_debian
+
+    train, test = load_debian("debian4", "train"), load_debian("debian4", "test")
+    return (
+        testing.text_batch(train.texts),
+        torch.tensor(train.labels),
+        testing.text_batch(test.texts),
+    )
+
+
+@pytest.fixture(scope="session")
+def debian_bert(debian_text) -> torch.nn.Module:
+    """A tiny BERT trained for 100 steps on the real Debian texts (about 8 s on 2 cores)."""
+    batch, labels, _ = debian_text
+    bert = testing.tiny_bert(num_labels=4, seed=0)
+    return testing.train_classifier(bert, batch, labels, steps=100, lr=3e-3, batch_size=64)
