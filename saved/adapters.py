@@ -39,6 +39,7 @@ __all__ = [
     "logits_of",
     "model_device",
     "predict_logits",
+    "repeat_batch",
     "resolve_device",
     "word_embeddings",
 ]
@@ -378,6 +379,13 @@ def predict_logits(
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
         raise ValueError(f"model output: non-finite logits (NaN/Inf) for {bad} samples")
     return logits
+
+
+def repeat_batch(batch: Batch, times: int) -> Batch:
+    """``times`` copies of ``batch`` stacked along the first dimension (``[times * B, ...]``)."""
+    if isinstance(batch, dict):
+        return {k: v.repeat(times, *([1] * (v.dim() - 1))) for k, v in batch.items()}
+    return batch.repeat(times, *([1] * (batch.dim() - 1)))
 
 
 def _batch_len(batch: Batch) -> int:

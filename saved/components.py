@@ -95,18 +95,22 @@ class ClassComponents:
             )
         return self.membership(predictions.device).T[predictions]
 
-    def outputs(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def outputs(self, logits: Tensor, members: slice | None = None) -> tuple[Tensor, Tensor]:
         """Component outputs ``m_k(x)`` and the best positive class of each component.
 
         Args:
             logits: ``[n, C]`` shared by all components (one forward pass, unmasked), or
                 ``[K, n, C]`` with component k's own logits in row k.
+            members: only these components (then ``logits`` has one row per member).
 
         Returns:
             ``m`` of shape ``[n, K, 2]`` and ``[n, K]`` indices of ``argmax_{i in P_k} F^(k)_i``.
         """
-        per_component = self._per_component(logits)
-        member = self.membership(per_component.device)[:, None, :]
+        membership = self.membership(logits.device)
+        if members is not None:
+            membership = membership[members]
+        per_component = self._per_component(logits, membership.shape[0])
+        member = membership[:, None, :]
         low = torch.finfo(per_component.dtype).min
         positive = per_component.masked_fill(~member, low).max(dim=-1)
         negative = per_component.masked_fill(member, low).amax(dim=-1)
@@ -125,15 +129,14 @@ class ClassComponents:
         winner = self.scores(m).argmax(dim=1)
         return best_positive.gather(1, winner[:, None]).squeeze(1)
 
-    def _per_component(self, logits: Tensor) -> Tensor:
+    def _per_component(self, logits: Tensor, count: int) -> Tensor:
         if not isinstance(logits, Tensor) or not logits.is_floating_point():
             raise TypeError("logits: expected a floating-point tensor")
         if logits.dim() == 2:
-            logits = logits.unsqueeze(0).expand(self.num_components, -1, -1)
-        if logits.dim() != 3 or logits.shape[0] != self.num_components:
+            logits = logits.unsqueeze(0).expand(count, -1, -1)
+        if logits.dim() != 3 or logits.shape[0] != count:
             raise ValueError(
-                f"logits: expected [n, C] or [K={self.num_components}, n, C], "
-                f"got {tuple(logits.shape)}"
+                f"logits: expected [n, C] or [K={count}, n, C], got {tuple(logits.shape)}"
             )
         if logits.shape[-1] != self.num_classes:
             raise ValueError(

@@ -38,3 +38,12 @@ def test_overlap_benchmark_agrees_with_pairwise_sets(size: tuple[str, ...]) -> N
     result = _last_json_line("benchmarks/overlap.py", *size)
     assert result["max_abs_diff"] == 0.0
     assert result["components"] == 3
+
+
+def test_lbmask_benchmark_smoke() -> None:
+    result = _last_json_line("benchmarks/lbmask.py", "--smoke", "--rounds", "1")
+    for key in ("step_ratio", "surgery_speedup_resnet18", "surgery_speedup_bert"):
+        assert result[key] > 0
+    for row in result["surgery"]:
+        assert row["params"] < row["full_params"]  # surgery really removed parameters
+    assert {row["model"] for row in result["steps"]} == {"mlp", "cnn"}

@@ -1,0 +1,16 @@
+"""Magnitude masks: every component keeps the units with the largest weight norms.
+
+The scores do not depend on the component, so all components share one support: the
+structural axis fails by construction (overlap 1). It is the class-agnostic reference point.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..units import UnitSpace
+
+
+def masks(space: UnitSpace, num_components: int, sparsity: float, *, seed: int = 0) -> Tensor:
+    del seed  # deterministic
+    return space.binarise(space.norms.float().expand(num_components, -1), sparsity)

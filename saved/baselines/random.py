@@ -1,0 +1,15 @@
+"""Random structured masks: each component keeps a uniformly random subset of every group."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..units import UnitSpace
+
+
+def masks(space: UnitSpace, num_components: int, sparsity: float, *, seed: int = 0) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return space.binarise(
+        torch.rand(num_components, space.num_units, generator=generator), sparsity
+    )

@@ -1,0 +1,157 @@
+"""saved/units.py and saved/decomposition.py: unit discovery, masking hooks, exact sizes, and
+surgery that agrees with masking on real torchvision and transformers architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from saved import ClassComponents, testing
+from saved.adapters import forward_logits, repeat_batch
+from saved.baselines import magnitude, random
+from saved.decomposition import Decomposition
+from saved.units import UnitSpace
+
+
+def _models() -> dict[str, tuple[nn.Module, object]]:
+    x, _ = testing.digits()
+    images = x.reshape(-1, 1, 8, 8)
+    ids = torch.randint(5, 2000, (6, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[:2, 8:] = 0
+    photos = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    return {
+        "mlp": (testing.tiny_mlp(), x[:40]),
+        "tiny_resnet": (testing.tiny_resnet(), images[:40]),
+        "resnet18": (torchvision.models.resnet18(num_classes=10), photos),
+        "resnet34": (torchvision.models.resnet34(num_classes=10), photos),
+        "bert": (testing.tiny_bert(num_labels=4), {"input_ids": ids, "attention_mask": mask}),
+        "vit": (testing.tiny_vit(), images[:20]),
+    }
+
+
+MODELS = ["mlp", "tiny_resnet", "resnet18", "resnet34", "bert", "vit"]
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, tuple[nn.Module, object]]:
+    torch.manual_seed(0)
+    built = _models()
+    for model, _ in built.values():
+        model.eval()
+    return built
+
+
+def _first(batch: object, n: int) -> object:
+    return {k: v[:n] for k, v in batch.items()} if isinstance(batch, dict) else batch[:n]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_surgery_matches_masking(name: str, models) -> None:
+    model, batch = models[name]
+    space = UnitSpace.of(model, _first(batch, 2))
+    masks = random.masks(space, 3, 0.5, seed=1)
+    with torch.no_grad(), space.masked(model, masks):
+        masked = forward_logits(model, repeat_batch(batch, 3))  # type: ignore[arg-type]
+    masked = masked.view(3, -1, masked.shape[-1])
+    full_params = sum(p.numel() for p in model.parameters())
+    for k in range(3):
+        reduced = space.reduce(model, masks[k]).eval()
+        with torch.no_grad():
+            out = forward_logits(reduced, batch)  # type: ignore[arg-type]
+        assert float((out - masked[k]).abs().max()) <= 1e-5
+        assert sum(p.numel() for p in reduced.parameters()) < full_params
+    # masking really changes the function (otherwise equivalence would be trivial)
+    with torch.no_grad():
+        plain = forward_logits(model, batch)  # type: ignore[arg-type]
+    assert float((plain - masked[0]).abs().max()) > 1e-4
+
+
+def test_residual_channels_form_one_group(models) -> None:
+    model, batch = models["resnet18"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    stem = next(g for g in space.groups if any(site.module == "bn1" for site in g.sites))
+    sites = {site.module for site in stem.sites}
+    # the stem's channels are added to every layer1 block's output: one unit group
+    assert {"conv1", "bn1", "layer1.0.bn2", "layer1.1.bn2"} <= sites
+    assert stem.size == 64
+    assert all(site.module != "fc" for g in space.groups for site in g.sites)  # classifier
+
+
+def test_transformer_units_are_heads_and_ffn_neurons(models) -> None:
+    model, batch = models["bert"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    kinds = [(g.kind, g.size) for g in space.groups]
+    assert kinds == [("heads", 4), ("heads", 4), ("neurons", 64), ("neurons", 64)]
+    assert space.num_units == 136
+    # a head owns q, k, v rows with biases (3 * 8 * 33) and 8 output columns of width 32
+    assert space.groups[0].params_per_unit == 3 * 8 * 33 + 8 * 32
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("name", ["mlp", "resnet18", "bert"])
+def test_binarisation_keeps_exactly_the_target_per_group(
+    name: str, sparsity: float, models
+) -> None:
+    model, batch = models[name]
+    space = UnitSpace.of(model, _first(batch, 2))
+    scores = torch.randn(4, space.num_units, generator=torch.Generator().manual_seed(2))
+    masks = space.binarise(scores, sparsity)
+    for group, columns in space.group_slices():
+        expected = round((1 - sparsity) * group.size)
+        assert masks[:, columns].sum(1).tolist() == [expected] * 4
+        # and they are the top-scoring units
+        kept_min = scores[:, columns].masked_fill(~masks[:, columns], float("inf")).amin(1)
+        dropped_max = scores[:, columns].masked_fill(masks[:, columns], float("-inf")).amax(1)
+        assert bool((kept_min >= dropped_max).all())
+
+
+def test_component_cost_reports_real_savings(models) -> None:
+    model, batch = models["resnet18"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    decomposition = Decomposition(model, space, ClassComponents(10), random.masks(space, 10, 0.5))
+    cost = decomposition.cost(3)
+    # half the channels on both sides of most convolutions: about a quarter of the work
+    assert cost.params < 0.35 * cost.full_params
+    assert cost.macs < 0.35 * cost.full_macs
+
+
+def test_batched_components_equal_one_at_a_time(models) -> None:
+    model, batch = models["tiny_resnet"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    masks = random.masks(space, 10, 0.5, seed=3)
+    decomposition = Decomposition(model, space, ClassComponents(10), masks)
+    together = decomposition.component_logits(batch, batch_size=64)
+    for k in (0, 7):
+        with torch.no_grad():
+            alone = decomposition.component(k)(batch)
+        assert torch.allclose(together[k], alone, atol=1e-5)
+
+
+def test_magnitude_masks_are_shared_and_random_ones_differ(models) -> None:
+    model, batch = models["mlp"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    shared = magnitude.masks(space, 5, 0.5)
+    assert all(torch.equal(shared[0], row) for row in shared)
+    assert not torch.equal(*random.masks(space, 2, 0.5, seed=0))
+
+
+def test_model_without_maskable_units_is_rejected() -> None:
+    with pytest.raises(ValueError, match="no maskable units"):
+        UnitSpace.of(nn.Linear(64, 10), torch.zeros(2, 64))
+
+
+def test_bad_masks_are_rejected(models) -> None:
+    model, batch = models["mlp"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    with (
+        pytest.raises(ValueError, match=r"masks: expected \[K, 64\]"),
+        space.masked(model, torch.ones(2, 5)),
+    ):
+        pass
+    with pytest.raises(ValueError, match="keep: expected a bool tensor"):
+        space.reduce(model, torch.ones(64))
+    with pytest.raises(ValueError, match=r"masks: expected a bool tensor \[K=10, N=64\]"):
+        Decomposition(model, space, ClassComponents(10), torch.ones(3, 64, dtype=torch.bool))
