@@ -38,12 +38,11 @@ from .adapters import (
     frozen_eval,
     on_device,
     predict_logits,
-    repeat_batch,
     resolve_device,
 )
 from .components import ClassComponents
 from .contract import logit_margins
-from .units import UnitSpace
+from .units import MaskSpace
 
 __all__ = ["LBMaskConfig", "MaskTrainer", "initial_logits", "learn_masks"]
 
@@ -99,7 +98,7 @@ class LBMaskConfig:
             raise ValueError(f"component_chunk: expected None or an integer >= 1, got {chunk!r}")
 
 
-def initial_logits(space: UnitSpace, k: int, alpha: float, generator: torch.Generator) -> Tensor:
+def initial_logits(space: MaskSpace, k: int, alpha: float, generator: torch.Generator) -> Tensor:
     """``[K, N]`` starting logits: ``alpha`` times the standardised unit norms, plus tie-breaking
     noise of scale 1e-3 (drawn from ``generator``)."""
     prior = torch.cat(
@@ -109,7 +108,7 @@ def initial_logits(space: UnitSpace, k: int, alpha: float, generator: torch.Gene
             else torch.zeros(1)
             for g in space.groups
         ]
-    )
+    )  # standardised within each group: only the ranking inside a group matters
     noise = torch.randn(k, space.num_units, generator=generator) * 1e-3
     return alpha * prior.float().expand(k, -1) + noise
 
@@ -126,7 +125,7 @@ class MaskTrainer:
         model: nn.Module,
         calibration: Inputs,
         components: ClassComponents,
-        space: UnitSpace,
+        space: MaskSpace,
         config: LBMaskConfig,
         *,
         seed: int = 0,
@@ -194,8 +193,7 @@ class MaskTrainer:
         hard = self.space.binarise(part.detach(), self.config.sparsity).float()
         masks = hard + probs - probs.detach()  # straight-through: hard forward, sigmoid gradient
         count = part.shape[0]
-        with self.space.masked(self.model, masks):
-            out = forward_logits(self.model, repeat_batch(batch, count))
+        out = self.space.run(self.model, masks, batch)
         m, _ = self.components.outputs(out.view(count, -1, out.shape[-1]), members)
         bce = nn.functional.binary_cross_entropy_with_logits(
             m[..., 0] - m[..., 1],
@@ -215,7 +213,7 @@ class MaskTrainer:
 ACTIVATION_BUDGET = 1 << 22
 
 
-def _auto_chunk(model: nn.Module, space: UnitSpace, k: int, batch_size: int) -> int:
+def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> int:
     """Components per pass: all K unless their activations exceed ``ACTIVATION_BUDGET``.
 
     Measured with benchmarks/lbmask.py (docs/BENCHMARKS.md): a pass over K * B rows costs less
@@ -256,7 +254,7 @@ def learn_masks(
     model: nn.Module,
     calibration: Inputs,
     components: ClassComponents,
-    space: UnitSpace,
+    space: MaskSpace,
     config: LBMaskConfig | None = None,
     *,
     seed: int = 0,

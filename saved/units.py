@@ -30,9 +30,9 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from .adapters import Batch, forward_logits
+from .adapters import Batch, forward_logits, repeat_batch
 
-__all__ = ["MaskSite", "UnitGroup", "UnitSpace"]
+__all__ = ["MaskSite", "MaskSpace", "UnitGroup", "UnitSpace"]
 
 UnitKind = Literal["channels", "neurons", "heads"]
 
@@ -242,24 +242,64 @@ def _find_classifier(model: nn.Module, example: Batch) -> nn.Module:
 # --------------------------------------------------------------------------- the space
 
 
-class UnitSpace:
-    """The structural units of one model, with masking hooks and surgery.
+class MaskSpace:
+    """What a ``[K, N]`` mask ranges over: groups of maskable things (units or weights).
 
-    Build it with :meth:`of`. ``N = total units``; group ``g`` owns columns
-    ``offsets[g] : offsets[g] + groups[g].size`` of every ``[K, N]`` mask.
+    Group ``g`` owns columns ``offsets[g] : offsets[g] + groups[g].size`` of every mask. The
+    shared rules live here: exact per-group keep counts and binarisation.
     """
 
-    def __init__(self, groups: list[UnitGroup], example: Batch) -> None:
+    def __init__(self, groups: list[Any], example: Batch) -> None:
         if not groups:
             raise ValueError(
                 "model: no maskable units (hidden Linear neurons, Conv channels or heads)"
             )
         self.groups = groups
-        self.example = example  # a small CPU batch: surgery re-traces coupled channels with it
+        self.example = example  # a small CPU batch of the model's inputs
         offsets = [0]
         for group in groups:
             offsets.append(offsets[-1] + group.size)
         self.offsets = offsets
+
+    @property
+    def num_units(self) -> int:
+        """``|S|``: the number of maskable things."""
+        return self.offsets[-1]
+
+    @property
+    def norms(self) -> Tensor:
+        """``[N]`` magnitude of each unit or weight (the magnitude prior)."""
+        return torch.cat([g.norms for g in self.groups])
+
+    def group_slices(self) -> Iterator[tuple[Any, slice]]:
+        for group, start in zip(self.groups, self.offsets, strict=False):
+            yield group, slice(start, start + group.size)
+
+    def keep_counts(self, sparsity: float) -> list[int]:
+        """Kept per group at ``sparsity``: ``max(1, round((1 - s) * size))``."""
+        return [max(1, round((1 - sparsity) * g.size)) for g in self.groups]
+
+    def binarise(self, scores: Tensor, sparsity: float) -> Tensor:
+        """Keep exactly the top ``keep_counts`` of every group, per component row."""
+        if scores.dim() != 2 or scores.shape[1] != self.num_units:
+            raise ValueError(f"scores: expected [K, {self.num_units}], got {tuple(scores.shape)}")
+        masks = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        keeps = self.keep_counts(sparsity)
+        for (_, columns), keep in zip(self.group_slices(), keeps, strict=True):
+            top = scores[:, columns].topk(keep, dim=1).indices + columns.start
+            masks.scatter_(1, top, True)
+        return masks
+
+    def run(self, model: nn.Module, masks: Tensor, batch: Batch) -> Tensor:
+        """Logits ``[K * B, C]`` of the K masked models (rows ``k*B:(k+1)*B`` for mask k)."""
+        raise NotImplementedError
+
+
+class UnitSpace(MaskSpace):
+    """The structural units of one model, with masking hooks and surgery. Build it with
+    :meth:`of`."""
+
+    groups: list[UnitGroup]
 
     @classmethod
     def of(cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None) -> UnitSpace:
@@ -275,11 +315,6 @@ class UnitSpace:
         return cls(groups, example)
 
     @property
-    def num_units(self) -> int:
-        """``|S|`` in units."""
-        return self.offsets[-1]
-
-    @property
     def unit_params(self) -> Tensor:
         """``[N]`` parameters carried by each unit."""
         return torch.cat([torch.full((g.size,), g.params_per_unit) for g in self.groups])
@@ -292,30 +327,9 @@ class UnitSpace:
         Embeddings, the classifier and residual-stream norms belong to no unit."""
         return int(self.unit_params.sum())
 
-    @property
-    def norms(self) -> Tensor:
-        return torch.cat([g.norms for g in self.groups])
-
-    def group_slices(self) -> Iterator[tuple[UnitGroup, slice]]:
-        for group, start in zip(self.groups, self.offsets, strict=False):
-            yield group, slice(start, start + group.size)
-
-    def keep_counts(self, sparsity: float) -> list[int]:
-        """Units kept per group at ``sparsity``: ``max(1, round((1 - s) * size))``."""
-        return [max(1, round((1 - sparsity) * g.size)) for g in self.groups]
-
-    def binarise(self, scores: Tensor, sparsity: float) -> Tensor:
-        """Keep exactly the top ``keep_counts`` units of every group, per component row."""
-        if scores.dim() != 2 or scores.shape[1] != self.num_units:
-            raise ValueError(f"scores: expected [K, {self.num_units}], got {tuple(scores.shape)}")
-        masks = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-        for (group, columns), keep in zip(
-            self.group_slices(), self.keep_counts(sparsity), strict=True
-        ):
-            del group
-            top = scores[:, columns].topk(keep, dim=1).indices + columns.start
-            masks.scatter_(1, top, True)
-        return masks
+    def run(self, model: nn.Module, masks: Tensor, batch: Batch) -> Tensor:
+        with self.masked(model, masks):
+            return forward_logits(model, repeat_batch(batch, masks.shape[0]))
 
     @contextlib.contextmanager
     def masked(self, model: nn.Module, masks: Tensor) -> Iterator[None]:

@@ -1,0 +1,52 @@
+"""saved/weights.py: unstructured (per-weight) masks — the comparison variant of LBMask."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from saved import ClassComponents, as_inputs, testing
+from saved.adapters import forward_logits
+from saved.lbmask import LBMaskConfig, learn_masks
+from saved.weights import WeightSpace
+
+
+def test_weight_space_covers_hidden_layers_not_the_classifier(digits_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    space = WeightSpace.of(digits_mlp, x[:2])
+    assert [g.name for g in space.groups] == ["0.weight", "2.weight"]
+    assert space.num_units == 64 * 32 + 32 * 32
+
+
+def test_masked_weights_equal_a_hand_masked_copy(digits_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    space = WeightSpace.of(digits_mlp, x[:2])
+    masks = space.binarise(
+        torch.rand(2, space.num_units, generator=torch.Generator().manual_seed(0)), 0.6
+    )
+    with torch.no_grad():
+        together = space.run(digits_mlp, masks, x[:50]).view(2, 50, -1)
+        for k in range(2):
+            twin = copy.deepcopy(digits_mlp)
+            for group, columns in space.group_slices():
+                weight = dict(twin.named_parameters())[group.name]
+                weight.mul_(masks[k, columns].view(group.shape))
+            assert torch.allclose(together[k], forward_logits(twin, x[:50]), atol=1e-6)
+        everything = torch.ones(1, space.num_units, dtype=torch.bool)
+        assert torch.allclose(space.run(digits_mlp, everything, x[:50]), digits_mlp(x[:50]))
+
+
+def test_unstructured_lbmask_keeps_exact_counts_and_the_model(digits_xy) -> None:
+    x, y = digits_xy
+    model = testing.train_classifier(testing.tiny_mlp(seed=2), x, y, steps=100)
+    before = testing.state_snapshot(model)
+    space = WeightSpace.of(model, x[:2])
+    logits = learn_masks(
+        model, as_inputs(x[:300]), ClassComponents(10), space, LBMaskConfig(steps=10, alpha=1.0)
+    )
+    masks = space.binarise(logits, 0.5)
+    for group, columns in space.group_slices():
+        assert masks[:, columns].sum(1).tolist() == [round(0.5 * group.size)] * 10
+    assert all(p.grad is None for p in model.parameters())
+    assert testing.state_snapshot(model) == before
