@@ -5,6 +5,8 @@ Public API (everything else is private by name or by module):
 * :class:`Contract` — the thresholds ``eps, kappa, gamma, eta, delta``;
 * :class:`ContractReport` — measured values, verdicts, per-class table, counterexamples;
 * :class:`ClassComponents` — Phase 1, class-wise components and their aggregation;
+* :func:`decompose` / :func:`evaluate` / :func:`check` — the SAVED pipeline (Phases 1-3, 4, both);
+* :class:`Decomposition` and :func:`load` — masks, batched prediction, surgery, persistence;
 * :func:`assess` — Phase 4, a report from reference logits, decomposed predictions and supports;
 * :func:`as_inputs` — the accepted input forms, as one :class:`Inputs` type.
 """
@@ -12,18 +14,30 @@ Public API (everything else is private by name or by module):
 from importlib import metadata as _metadata
 
 from .adapters import Inputs, as_inputs, predict_logits
+from .boundary import BoundaryConfig
 from .components import ClassComponents
 from .contract import Contract
+from .decomposition import Decomposition, load
 from .evaluation import assess
+from .lbmask import LBMaskConfig
+from .pipeline import METHODS, check, decompose, evaluate
 from .report import ContractReport
 
 __all__ = [
+    "METHODS",
+    "BoundaryConfig",
     "ClassComponents",
     "Contract",
     "ContractReport",
+    "Decomposition",
     "Inputs",
+    "LBMaskConfig",
     "as_inputs",
     "assess",
+    "check",
+    "decompose",
+    "evaluate",
+    "load",
     "predict_logits",
 ]
 

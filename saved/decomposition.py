@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._hashing import model_digest
 from .adapters import (
     DEFAULT_BATCH_SIZE,
     Inputs,
@@ -15,13 +19,12 @@ from .adapters import (
     forward_logits,
     frozen_eval,
     on_device,
-    repeat_batch,
     resolve_device,
 )
 from .components import ClassComponents
-from .units import UnitSpace
+from .units import MaskSpace, UnitSpace
 
-__all__ = ["ComponentCost", "Decomposition"]
+__all__ = ["ComponentCost", "Decomposition", "load"]
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,12 @@ class Decomposition:
     """
 
     model: nn.Module
-    space: UnitSpace
+    space: MaskSpace
     components: ClassComponents
     masks: Tensor  # [K, N] bool
     method: str = "lbmask"
     sparsity: float = 0.5
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         k, n = self.components.num_components, self.space.num_units
@@ -76,9 +80,10 @@ class Decomposition:
         k = self.components.num_components
         per_pass = max(1, batch_size // k)
         chunks = []
-        with frozen_eval(runner), torch.no_grad(), self.space.masked(runner, self.masks.to(run_on)):
+        masks = self.masks.to(run_on)
+        with frozen_eval(runner), torch.no_grad():
             for batch in inputs.batches(per_pass, run_on):
-                out = forward_logits(runner, repeat_batch(batch, k))
+                out = self.space.run(runner, masks, batch)
                 chunks.append(out.view(k, -1, out.shape[-1]).float().cpu())
         return torch.cat(chunks, dim=1)
 
@@ -94,6 +99,11 @@ class Decomposition:
         """
         if not 0 <= k < self.components.num_components:
             raise IndexError(f"k: expected 0 <= k < {self.components.num_components}, got {k}")
+        if not isinstance(self.space, UnitSpace):
+            raise TypeError(
+                f"component: {self.method} masks single weights; only structured masks can be "
+                "turned into smaller networks"
+            )
         with frozen_eval(self.model):
             reduced = self.space.reduce(self.model, self.masks[k].cpu())
         return reduced.eval()
@@ -108,6 +118,105 @@ class Decomposition:
             full_params=_params(self.model),
             full_macs=_macs(self.model, example),
         )
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> Path:
+        """Write the masks and the example batch as safetensors, the rest as JSON metadata in
+        the same file (never pickle). Returns the path written."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        path = Path(path)
+        tensors = {"masks": self.masks.to(torch.uint8).contiguous()}
+        example = self.space.example
+        fields = example if isinstance(example, dict) else {"x": example}
+        tensors.update({f"example.{k}": v.detach().cpu().contiguous() for k, v in fields.items()})
+        meta = {
+            "format": FORMAT_VERSION,
+            "saved_version": __version__,
+            "torch_version": torch.__version__,
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "space": "weights" if not isinstance(self.space, UnitSpace) else "units",
+            "groups": [[g.name, g.size] for g in self.space.groups],
+            "example_is_mapping": isinstance(example, dict),
+            "num_classes": self.components.num_classes,
+            "positive_sets": [list(group) for group in self.components.sets],
+            "aggregator": self.components.aggregator,
+            "model_sha256": model_digest(self.model),
+            **self.metadata,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".partial")
+        save_file(tensors, str(temporary), metadata={"saved": json.dumps(meta)})
+        temporary.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+
+FORMAT_VERSION = 1
+
+
+def load(path: str | Path, model: nn.Module) -> Decomposition:
+    """Read a decomposition written by :meth:`Decomposition.save` for ``model``.
+
+    Raises:
+        ValueError: when the file is not a saved decomposition of this version, or ``model``
+            is not the model it was made for (its weights' hash differs).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .weights import WeightSpace
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})["saved"])
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises several types for a broken file
+        raise ValueError(f"{path}: not a readable saved decomposition ({error})") from error
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_VERSION}")
+    digest = model_digest(model)
+    if meta["model_sha256"] != digest:
+        raise ValueError(
+            f"{path}: made for another model (weights sha256 {meta['model_sha256'][:12]}..., "
+            f"this model {digest[:12]}...)"
+        )
+    fields = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("example.")}
+    example: Any = fields if meta["example_is_mapping"] else fields["x"]
+    builder = WeightSpace if meta["space"] == "weights" else UnitSpace
+    space = builder.of(model, example)
+    if [[g.name, g.size] for g in space.groups] != meta["groups"]:
+        raise ValueError(f"{path}: the model's units differ from the ones the masks were made for")
+    components = ClassComponents(
+        meta["num_classes"], tuple(tuple(g) for g in meta["positive_sets"]), meta["aggregator"]
+    )
+    known = {
+        "format",
+        "saved_version",
+        "torch_version",
+        "method",
+        "sparsity",
+        "space",
+        "groups",
+        "example_is_mapping",
+        "num_classes",
+        "positive_sets",
+        "aggregator",
+        "model_sha256",
+    }
+    return Decomposition(
+        model=model,
+        space=space,
+        components=components,
+        masks=tensors["masks"].bool(),
+        method=meta["method"],
+        sparsity=meta["sparsity"],
+        metadata={k: v for k, v in meta.items() if k not in known},
+    )
 
 
 def _params(model: nn.Module) -> int:

@@ -6,12 +6,13 @@ from scikit-learn's bundled digits set (1,797 real 8x8 handwritten digits, no do
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ._hashing import tensor_digest
 
 __all__ = [
     "TinyResNet",
@@ -184,11 +185,6 @@ def train_classifier(
     return model.eval()
 
 
-def _digest(tensor: Tensor) -> str:
-    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
-
-
 def state_snapshot(model: nn.Module) -> dict[str, Any]:
     """Everything a call could change in a model: weights, buffers, grads, modes, flags.
 
@@ -196,9 +192,9 @@ def state_snapshot(model: nn.Module) -> dict[str, Any]:
     """
     return {
         "parameters": {
-            name: (_digest(p), str(p.dtype), str(p.device), p.requires_grad, p.grad is None)
+            name: (tensor_digest(p), str(p.dtype), str(p.device), p.requires_grad, p.grad is None)
             for name, p in model.named_parameters()
         },
-        "buffers": {name: (_digest(b), str(b.dtype)) for name, b in model.named_buffers()},
+        "buffers": {name: (tensor_digest(b), str(b.dtype)) for name, b in model.named_buffers()},
         "modes": {name: module.training for name, module in model.named_modules()},
     }

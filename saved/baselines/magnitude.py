@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..units import UnitSpace
+from ..units import MaskSpace
+from . import MaskContext
 
 
-def masks(space: UnitSpace, num_components: int, sparsity: float, *, seed: int = 0) -> Tensor:
-    del seed  # deterministic
+def masks(
+    space: MaskSpace,
+    num_components: int,
+    sparsity: float,
+    *,
+    seed: int = 0,
+    context: MaskContext | None = None,
+) -> Tensor:
+    del seed, context  # deterministic and data-free
     return space.binarise(space.norms.float().expand(num_components, -1), sparsity)

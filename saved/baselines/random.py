@@ -5,10 +5,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..units import UnitSpace
+from ..units import MaskSpace
+from . import MaskContext
 
 
-def masks(space: UnitSpace, num_components: int, sparsity: float, *, seed: int = 0) -> Tensor:
+def masks(
+    space: MaskSpace,
+    num_components: int,
+    sparsity: float,
+    *,
+    seed: int = 0,
+    context: MaskContext | None = None,
+) -> Tensor:
+    del context  # data-free
     generator = torch.Generator().manual_seed(seed)
     return space.binarise(
         torch.rand(num_components, space.num_units, generator=generator), sparsity

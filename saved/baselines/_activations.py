@@ -1,0 +1,92 @@
+"""Calibration statistics shared by the data-driven baselines (one batched pass each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..adapters import forward_logits, frozen_eval, on_device, predict_logits
+from . import MaskContext
+
+
+def component_targets(context: MaskContext) -> Tensor:
+    """``[n, K]`` float: does the reference model put calibration sample i in ``P_k``?"""
+    reference = predict_logits(context.model, context.calibration, device=context.device)
+    return context.components.binary_targets(reference.argmax(1)).float()
+
+
+def input_norms(context: MaskContext, names: list[str]) -> dict[str, Tensor]:
+    """``||X_j||_2`` per input feature j of each named Linear/Conv module, ``[K, in]``, over the
+    data of component k's binary task, balanced: half the weight on the samples the reference
+    assigns to ``P_k``, half on the others (all tokens / spatial positions of each sample).
+    Conv inputs are per channel, shared by the kernel positions."""
+    labels = component_targets(context)
+    positives = labels.sum(0).clamp_min(1)
+    negatives = (labels.shape[0] - labels.sum(0)).clamp_min(1)
+    targets = labels / (2 * positives) + (1 - labels) / (2 * negatives)
+    model = on_device(context.model, context.device)
+    modules = dict(model.named_modules())
+    sums: dict[str, Tensor] = {}
+    current: dict[str, Tensor] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            x = inputs[0].detach().float()
+            if isinstance(module, nn.Linear):
+                squares = x.pow(2).reshape(x.shape[0], -1, x.shape[-1]).sum(1)
+            else:
+                squares = x.pow(2).flatten(2).sum(2)
+            weights = current["targets"]
+            sums[name] = sums.get(name, 0) + weights.T @ squares
+
+        return record
+
+    handles = [modules[name].register_forward_pre_hook(hook(name)) for name in names]
+    try:
+        with frozen_eval(model), torch.no_grad():
+            size = context.batch_size
+            for start in range(0, len(context.calibration), size):
+                rows = torch.arange(start, min(start + size, len(context.calibration)))
+                current["targets"] = targets[rows].to(context.device)
+                forward_logits(model, context.calibration.batch(rows, context.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: sums[name].sqrt().cpu() for name in names}
+
+
+def unit_activations(context: MaskContext, space: Any) -> Tensor:
+    """``[n, N]``: each unit's activity on each calibration sample, read at the unit's first
+    mask site: the mean over spatial / sequence positions, and the l2 norm over a head's
+    features."""
+    model = on_device(context.model, context.device)
+    modules = dict(model.named_modules())
+    columns: list[Tensor] = []
+    batch_parts: list[list[Tensor]] = [[] for _ in space.groups]
+
+    def hook(g: int, dim: int, width: int, size: int) -> Any:
+        def record(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            out = output.detach().float()
+            out = out.movedim(dim, -1).reshape(out.shape[0], -1, size, width).mean(1)
+            batch_parts[g].append(out.norm(dim=-1) if width > 1 else out[..., 0])
+
+        return record
+
+    handles = []
+    for g, group in enumerate(space.groups):
+        site = group.sites[0]
+        handles.append(
+            modules[site.module].register_forward_hook(hook(g, site.dim, site.width, group.size))
+        )
+    try:
+        with frozen_eval(model), torch.no_grad():
+            for batch in context.calibration.batches(context.batch_size, context.device):
+                forward_logits(model, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for parts in batch_parts:
+        columns.append(torch.cat(parts).cpu())
+    return torch.cat(columns, dim=1)

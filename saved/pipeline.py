@@ -1,0 +1,173 @@
+"""Algorithm 1 of SAVED behind two calls: :func:`decompose` (Phases 1-3) and :func:`evaluate`
+(Phase 4); :func:`check` does both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ._hashing import inputs_digest
+from .adapters import DEFAULT_BATCH_SIZE, Batch, as_inputs, predict_logits, resolve_device
+from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
+from .boundary import BoundaryConfig, calibration_set, mine_boundary
+from .components import Aggregator, ClassComponents
+from .contract import Contract
+from .decomposition import Decomposition
+from .evaluation import assess
+from .lbmask import LBMaskConfig, learn_masks
+from .report import ContractReport
+from .units import MaskSpace, UnitSpace
+from .weights import WeightSpace
+
+__all__ = ["METHODS", "check", "decompose", "evaluate"]
+
+Method = Literal[
+    "lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi", "magnitude", "random"
+]
+#: Every method, with whether its supports are weights (unstructured) or structural units.
+METHODS: dict[str, Literal["units", "weights"]] = {
+    "lbmask": "units",
+    "lbmask-unstructured": "weights",
+    "wanda": "weights",
+    "wanda-structured": "units",
+    "mi": "units",
+    "magnitude": "units",
+    "random": "units",
+}
+_BASELINES: dict[str, Callable[..., Tensor]] = {
+    "wanda": wanda.masks,
+    "wanda-structured": wanda_structured.masks,
+    "mi": mi.masks,
+    "magnitude": magnitude.masks,
+    "random": random.masks,
+}
+_NEEDS_CALIBRATION = {"lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi"}
+
+
+def decompose(
+    model: nn.Module,
+    data: object,
+    *,
+    method: Method | str = "lbmask",
+    contract: Contract | None = None,
+    sparsity: float = 0.5,
+    alpha: float = 0.0,
+    labels: object = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    positive_sets: tuple[tuple[int, ...], ...] | None = None,
+    aggregator: Aggregator = "paper",
+    boundary: BoundaryConfig | None = None,
+    lbmask: LBMaskConfig | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Decomposition:
+    """Split ``model`` into class-wise components (SAVED Phases 1-3).
+
+    Phase 1 builds one component per class (or per positive class set), Phase 2 mines boundary
+    points around ``data`` and forms the calibration set, Phase 3 learns (``lbmask``) or scores
+    (baselines) masks at ``sparsity``. ``model`` is left exactly as it was.
+
+    Args:
+        method: one of :data:`METHODS`.
+        contract: recorded with the decomposition (the thresholds are applied by
+            :func:`evaluate`).
+        sparsity: the target fraction of units each component drops, in (0, 1).
+        alpha: LBMask initialisation, 0 uniform (default) to 1 magnitude prior.
+        boundary, lbmask: full settings of mining and mask learning; ``sparsity``/``alpha``
+            given here take precedence over ``lbmask``'s.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    config = lbmask or LBMaskConfig()
+    config = LBMaskConfig(**{**vars(config), "sparsity": sparsity, "alpha": alpha})
+    contract = contract or Contract()
+    inputs = as_inputs(data, labels)
+    run_on = resolve_device(model, device)
+    reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
+    components = ClassComponents(reference.shape[1], positive_sets, aggregator)
+    example: Batch = inputs.batch(slice(0, 2))
+    space: MaskSpace = (
+        WeightSpace.of(model, example)
+        if METHODS[method] == "weights"
+        else UnitSpace.of(model, example)
+    )
+    k = components.num_components
+    calibration = inputs
+    if method in _NEEDS_CALIBRATION:
+        mined = mine_boundary(
+            model,
+            inputs,
+            boundary,
+            batch_size=batch_size,
+            device=run_on,
+            seed=seed,
+            progress=progress,
+        )
+        calibration = calibration_set(inputs, mined, model) if bool(mined.refined.any()) else inputs
+    if method.startswith("lbmask"):
+        logits = learn_masks(
+            model,
+            calibration,
+            components,
+            space,
+            config,
+            seed=seed,
+            device=run_on,
+            progress=progress,
+        )
+        masks = space.binarise(logits, sparsity)
+    else:
+        context = MaskContext(model, calibration, components, run_on, batch_size)
+        masks = _BASELINES[method](space, k, sparsity, seed=seed, context=context)
+    metadata: dict[str, Any] = {
+        "data_sha256": inputs_digest(inputs),
+        "contract": contract.to_dict(),
+        "seed": seed,
+        "device": str(run_on),
+        "config": {
+            "alpha": alpha,
+            "lbmask": {k: v for k, v in vars(config).items()},
+            "boundary": {k: v for k, v in vars(boundary or BoundaryConfig()).items()},
+        },
+    }
+    return Decomposition(model, space, components, masks, method, sparsity, metadata)
+
+
+def evaluate(
+    model: nn.Module,
+    decomposition: Decomposition,
+    data: object,
+    contract: Contract | None = None,
+    labels: object = None,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> ContractReport:
+    """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4)."""
+    if decomposition.model is not model:
+        raise ValueError("decomposition: it was made for a different model object")
+    contract = contract or Contract(**decomposition.metadata.get("contract", {}))
+    inputs = as_inputs(data, labels)
+    run_on = resolve_device(model, device)
+    reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
+    decomposed = decomposition.predict(inputs, device=run_on, batch_size=batch_size)
+    return assess(
+        contract,
+        reference,
+        decomposed,
+        decomposition.supports,
+        labels=inputs.labels,
+        method=decomposition.method,
+    )
+
+
+def check(model: nn.Module, data: object, **kwargs: Any) -> ContractReport:
+    """:func:`decompose` then :func:`evaluate` on the same data."""
+    contract = kwargs.get("contract") or Contract()
+    labels = kwargs.get("labels")
+    decomposition = decompose(model, data, **kwargs)
+    return evaluate(model, decomposition, data, contract, labels, device=kwargs.get("device"))
