@@ -86,6 +86,10 @@ def assess(
         for i in wrong[: ContractReport.MAX_COUNTEREXAMPLES].tolist()
     ]
     overlap = jaccard_overlap(supports)
+    # for plots: margins up to their 99th percentile in 30 bins, and the boundary cut
+    top = float(torch.quantile(margins.double(), 0.99)) or float(margins.max()) or 1.0
+    counts = torch.histc(margins.clamp(max=top).double(), bins=30, min=0.0, max=top)
+    histogram = {"edges": torch.linspace(0, top, 31).tolist(), "counts": counts.long().tolist()}
     return ContractReport(
         contract=contract,
         method=method,
@@ -101,4 +105,5 @@ def assess(
         per_class=rows,
         counterexamples=counterexamples,
         n_counterexamples=int(wrong.numel()),
+        extra={"margin_histogram": histogram},
     )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
+import sklearn.datasets  # noqa: F401
+
+import pytest_decompose.assertions
+import pytest_decompose.engine  # noqa: F401
+
+# In-process pytester runs restore sys.modules afterwards; numpy's C extensions cannot be
+# loaded twice, so everything the inner tests import is imported here first.
 
 pytest_plugins = ["pytester"]
 
@@ -49,3 +58,145 @@ def test_loading_the_plugin_imports_no_torch(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- assert_decomposable
+
+# Runs go through a subprocess: in-process pytester restores sys.modules between runs, and
+# torch and numpy cannot load their native extensions twice in one process.
+MODEL_FILE = """
+import pytest
+import torch
+from pytest_decompose import assert_decomposable
+from saved import testing
+
+X, Y = testing.digits()
+MODEL = testing.train_classifier(testing.tiny_mlp(seed=1), X, Y, steps=100)
+"""
+
+
+def _write_tests(pytester: pytest.Pytester, body: str) -> None:
+    pytester.makepyfile(test_checks=MODEL_FILE + textwrap.dedent(body))
+
+
+def test_passing_and_failing_contracts(pytester: pytest.Pytester) -> None:
+    _write_tests(
+        pytester,
+        """
+        def test_random_masks_meet_a_lenient_contract():
+            report = assert_decomposable(MODEL, X, eps=0.95, gamma=1.0, eta=0.3, method="random")
+            assert report.holds
+
+        def test_magnitude_masks_collapse():
+            assert_decomposable(MODEL, X, eps=0.9, gamma=0.5, method="magnitude")
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ContractViolation: decomposition contract violated (magnitude*",
+            "*structural: max overlap 1.0000 > gamma = 0.5*",
+            "*top counterexamples*",
+            "*test_checks.py:*: ContractViolation*",
+        ]
+    )
+    # the traceback points at the user's line, not into the plugin
+    assert "assertions.py" not in result.stdout.str()
+
+
+def test_marker_sets_the_contract_and_unknown_keys_fail(pytester: pytest.Pytester) -> None:
+    _write_tests(
+        pytester,
+        """
+        @pytest.mark.decomposable(gamma=1.0, eps=0.9)
+        def test_marker_relaxes_gamma():
+            assert_decomposable(MODEL, X, method="magnitude")
+
+        @pytest.mark.decomposable(gamma=1.0, eps=0.9)
+        def test_explicit_argument_wins_over_marker():
+            assert_decomposable(MODEL, X, gamma=0.5, method="magnitude")
+
+        @pytest.mark.decomposable(eta=0.3)
+        def test_contract_fixture(decompose_contract):
+            assert decompose_contract.eta == 0.3 and decompose_contract.eps == 0.1
+        """,
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2, failed=1)
+    pytester.makepyfile(
+        test_bad="""
+        import pytest
+
+        @pytest.mark.decomposable(epsilon=0.1)
+        def test_typo():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("test_bad.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*decomposable takes only keyword arguments*epsilon*"])
+
+
+def test_too_few_boundary_samples_says_how_many_are_needed(pytester: pytest.Pytester) -> None:
+    _write_tests(
+        pytester,
+        """
+        def test_tiny_data():
+            assert_decomposable(MODEL, X[:40], gamma=1.0, method="random")
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    # n = 40, q = 0.2 -> |B| = 8, h = sqrt(ln 40 / 16) = 0.4802; h < 0.1 needs |B| >= 185
+    # (ln 40 / 0.02 = 184.4), and floor(0.2 n + 1/2) >= 185 needs n >= 923
+    result.stdout.fnmatch_lines(
+        ["*Hoeffding term alone (0.4802 for |B| = 8)*|B| >= 185*923 samples*"]
+    )
+
+
+def test_report_files_cache_refresh_and_no_cache(pytester: pytest.Pytester) -> None:
+    _write_tests(
+        pytester,
+        """
+        def test_one():
+            assert_decomposable(MODEL, X, eps=0.95, gamma=1.0, method="random")
+
+        def test_two():
+            assert_decomposable(MODEL, X[:900], eps=0.95, gamma=1.0, method="random", sparsity=0.4)
+        """,
+    )
+    cold = pytester.runpytest_subprocess("--decompose-report=out")
+    cold.assert_outcomes(passed=2)
+    cold.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
+    document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
+    assert [r["nodeid"] for r in document["results"]] == [
+        "test_checks.py::test_one",
+        "test_checks.py::test_two",
+    ]
+    assert {"python", "torch", "device"} <= set(document["results"][0]["machine"])
+    assert "<svg" in (pytester.path / "out" / "decompose-report.html").read_text()
+    warm = pytester.runpytest_subprocess()
+    warm.stdout.fnmatch_lines(["*cache: 2 hits, 0 decompositions computed*"])
+    refresh = pytester.runpytest_subprocess("--decompose-refresh")
+    refresh.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
+    bypass = pytester.runpytest_subprocess("--decompose-no-cache")
+    bypass.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
+    pytester.runpytest_subprocess("--junitxml=junit.xml")
+    xml = (pytester.path / "junit.xml").read_text()
+    assert 'name="decompose_holds" value="True"' in xml
+
+
+def test_xdist_workers_results_are_merged(pytester: pytest.Pytester) -> None:
+    _write_tests(
+        pytester,
+        """
+        @pytest.mark.parametrize("size", [600, 700, 800, 900])
+        def test_sizes(size):
+            assert_decomposable(MODEL, X[:size], eps=0.95, gamma=1.0, method="random")
+        """,
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--decompose-report=out", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
+    assert len(document["results"]) == 4
+    assert document["cache"]["trained"] == 4

@@ -1,0 +1,24 @@
+"""Per-test state shared by the plugin's hooks and ``assert_decomposable`` (no heavy imports)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Keyword arguments a ``decomposable`` marker may carry (those of ``saved.Contract``).
+MARKER_KEYS = ("eps", "kappa", "gamma", "eta", "delta", "kappa_margin")
+
+
+@dataclass
+class TestState:
+    """What ``assert_decomposable`` needs to know about the running test."""
+
+    nodeid: str
+    marker: dict[str, Any]
+    engine_factory: Any  # () -> Engine, created on first use
+    results: list[dict[str, Any]]
+    user_properties: list[tuple[str, object]] = field(default_factory=list)
+
+
+current: ContextVar[TestState | None] = ContextVar("pytest_decompose_test", default=None)

@@ -1,0 +1,117 @@
+"""The session engine: decompositions honouring the command-line options, with a disk cache.
+
+Imported lazily (it imports torch and the engine); the plugin module itself stays light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import saved
+from saved._hashing import inputs_digest, model_digest
+from saved.adapters import as_inputs, resolve_device
+
+__all__ = ["CacheStats", "Engine"]
+
+
+@dataclass
+class CacheStats:
+    """What the cache did this session: ``trained`` counts real mask computations."""
+
+    hits: int = 0
+    trained: int = 0
+    refreshed: int = 0
+    unreadable: int = 0
+
+
+@dataclass
+class Engine:
+    """Decomposes models for tests; one per pytest session.
+
+    Args:
+        cache_dir: where decompositions are kept (``None``: no cache).
+        refresh: recompute and overwrite cached entries.
+        device: device for decomposition work (``None``: the model's).
+        seed: seed for every random choice.
+    """
+
+    cache_dir: Path | None = None
+    refresh: bool = False
+    device: str | None = None
+    seed: int = 0
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def cache_key(
+        self, model: nn.Module, data: object, labels: object, settings: dict[str, Any]
+    ) -> str:
+        """sha256 of everything a decomposition depends on."""
+        inputs = as_inputs(data, labels)
+        device = str(resolve_device(model, self.device))
+        material = {
+            "model": model_digest(model),
+            "data": inputs_digest(inputs),
+            "settings": settings,
+            "seed": self.seed,
+            "device": device,
+            "saved": saved.__version__,
+            "torch": torch.__version__,
+        }
+        return hashlib.sha256(
+            json.dumps(material, sort_keys=True, default=str).encode()
+        ).hexdigest()
+
+    def decompose(self, model: nn.Module, data: object, **kwargs: Any) -> saved.Decomposition:
+        """:func:`saved.decompose` with this session's seed and device, through the cache."""
+        kwargs.setdefault("seed", self.seed)
+        kwargs.setdefault("device", self.device)
+        kwargs.setdefault("progress", False)
+        if self.cache_dir is None:
+            self.stats.trained += 1
+            return saved.decompose(model, data, **kwargs)
+        settings = {k: v for k, v in kwargs.items() if k not in ("progress", "labels", "device")}
+        key = self.cache_key(model, data, kwargs.get("labels"), settings)
+        path = self.cache_dir / f"{key}.safetensors"
+        with self._locked(key):
+            if path.exists() and not self.refresh:
+                try:
+                    decomposition = saved.load(path, model)
+                except ValueError as error:
+                    self.stats.unreadable += 1
+                    warnings.warn(
+                        f"pytest-decompose: ignoring a broken cache entry ({error}); recomputing",
+                        stacklevel=2,
+                    )
+                else:
+                    self.stats.hits += 1
+                    return decomposition
+            elif path.exists():
+                self.stats.refreshed += 1
+            decomposition = saved.decompose(model, data, **kwargs)
+            self.stats.trained += 1
+            decomposition.save(path)  # atomic: written aside, then renamed
+            return decomposition
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """An exclusive lock per key, so two workers never compute or write one entry twice."""
+        assert self.cache_dir is not None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # lock files stay: unlinking one while another process waits on it would let a third
+        # process lock a new file of the same name at the same time
+        with open(self.cache_dir / f"{key}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
