@@ -151,7 +151,8 @@ def render_html(document: dict[str, Any]) -> str:
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; white-space: nowrap; }}
+td:first-child {{ white-space: normal; word-break: break-all; max-width: 380px; }}
 tr.holds td:last-child {{ color: #2e7d32; }} tr.fails td:last-child {{ color: #c62828; }}
 .plots {{ display: flex; flex-wrap: wrap; gap: 1.5em; }} svg text {{ font-size: 11px; }}
 </style></head><body>

@@ -24,6 +24,7 @@ pairs still active, no Python loop over samples.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -45,7 +46,13 @@ from .adapters import (
 )
 from .contract import logit_margins
 
-__all__ = ["BoundaryConfig", "BoundarySet", "calibration_set", "mine_boundary"]
+__all__ = [
+    "BoundaryConfig",
+    "BoundarySet",
+    "calibration_set",
+    "concrete_config",
+    "mine_boundary",
+]
 
 Norm = Literal["inf", "2"]
 
@@ -205,6 +212,15 @@ class _Plan:
     radius: float
     step_size: float
     domain: tuple[float, float] | None
+
+
+def concrete_config(model: nn.Module, data: object, config: BoundaryConfig) -> BoundaryConfig:
+    """``config`` with the radius, step and domain it would take on ``data`` made explicit, so
+    that mining a few samples later uses the scale of the whole data set."""
+    plan = _plan(config, continuous_form(model, as_inputs(data)))
+    return dataclasses.replace(
+        config, radius=plan.radius, step_size=plan.step_size, domain=plan.domain
+    )
 
 
 def _plan(config: BoundaryConfig, form: ContinuousForm) -> _Plan:
@@ -430,6 +446,7 @@ def mine_boundary(
     device: torch.device | str | None = None,
     seed: int = 0,
     progress: bool = False,
+    targets: Tensor | None = None,
 ) -> BoundarySet:
     """Mine boundary points around every sample of ``data`` (see the module docstring).
 
@@ -441,9 +458,16 @@ def mine_boundary(
         device: where to run; the model's device by default.
         seed: seeds the random starts; same seed, same boundary set (on the CPU).
         progress: draw a progress bar on a terminal.
+        targets: a class per sample to push toward (targeted PGD), instead of the runner-up.
     """
     config = config or BoundaryConfig()
+    if targets is not None:
+        config = dataclasses.replace(config, targeted=True)
     inputs = as_inputs(data)
+    if targets is not None and tuple(targets.shape) != (len(inputs),):
+        raise ValueError(
+            f"targets: expected one class per sample ({len(inputs)}), got {tuple(targets.shape)}"
+        )
     run_on = resolve_device(model, device)
     runner_model = on_device(model, run_on)
     form = continuous_form(runner_model, inputs)
@@ -461,9 +485,11 @@ def mine_boundary(
             with torch.no_grad():
                 clean = _call(runner_model, form, extra, x0).float()
             top2 = clean.topk(2, dim=1).indices
-            reference, runner_up = top2[:, 0], top2[:, 1]
+            reference, goal = top2[:, 0], top2[:, 1]
+            if targets is not None:
+                goal = targets[chunk].to(run_on)
             adversarial, iterations = _pgd(
-                runner_model, form, extra, x0, reference, runner_up, config, plan, generator
+                runner_model, form, extra, x0, reference, goal, config, plan, generator
             )
             pgd_steps += iterations
             with torch.no_grad():
