@@ -7,6 +7,7 @@ import pytest
 from conftest import trained
 
 from pytest_decompose import ContractViolation, assert_decomposable
+from pytest_decompose.strategies import find_counterexample
 from saved import LBMaskConfig, testing
 
 X, Y = testing.digits(images=True)
@@ -22,3 +23,15 @@ def test_cnn_fails_the_semantic_axis() -> None:
     with pytest.raises(ContractViolation) as failure:
         assert_decomposable(MODEL, X, labels=Y, lbmask=LBMaskConfig(steps=150, batch_size=32))
     assert failure.value.report.failed_axes == ["semantic"]
+
+
+def test_hypothesis_shows_where_the_cnn_decomposition_breaks(decompose_engine) -> None:
+    """Hypothesis hunts an input the decomposed CNN gets wrong and shrinks it to a plain
+    data sample: the failure needs no adversarial perturbation at all."""
+    decomposition = decompose_engine.decompose(
+        MODEL, X, labels=Y, lbmask=LBMaskConfig(steps=150, batch_size=32)
+    )
+    found = find_counterexample(MODEL, decomposition, X, radius=0.05, max_examples=100)
+    assert found is not None
+    assert found.decomposed != found.reference
+    assert float(found.delta.abs().max()) == 0.0  # shrunk all the way back to the seed

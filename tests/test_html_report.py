@@ -75,6 +75,17 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     assert dom.count("<svg") == 3 * checks  # histogram, per-class bars, overlap heatmap
     assert 'aria-label="margin histogram"' in dom and "kappa cut" in dom
 
+    # a warm re-run learns no masks: every decomposition comes from the cache
+    warm = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert warm.returncode == 0, warm.stdout[-3000:]
+    assert "0 decompositions computed" in warm.stdout
+
     shot = tmp_path / "report.png"
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", page.as_uri())
     assert _colour_pixels(shot, (0x5B, 0x8D, 0xEF)) > 200  # histogram bars above the cut
