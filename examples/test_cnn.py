@@ -31,7 +31,7 @@ def test_hypothesis_shows_where_the_cnn_decomposition_breaks(decompose_engine) -
     decomposition = decompose_engine.decompose(
         MODEL, X, labels=Y, lbmask=LBMaskConfig(steps=150, batch_size=32)
     )
-    found = find_counterexample(MODEL, decomposition, X, radius=0.05, max_examples=100)
+    found = find_counterexample(MODEL, decomposition, X, radius=0.05, max_examples=25)
     assert found is not None
     assert found.decomposed != found.reference
     assert float(found.delta.abs().max()) == 0.0  # shrunk all the way back to the seed

@@ -13,19 +13,24 @@ suppressed). Load it with ``settings.load_profile("decompose")``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import hypothesis
+import numpy as np
 import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
+from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
 from saved import Decomposition, as_inputs, predict_logits
+from saved.adapters import forward_logits, frozen_eval, model_device, repeat_batch
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
+from saved.units import UnitSpace
 
 __all__ = ["Counterexample", "boundary_inputs", "find_counterexample"]
 
@@ -84,6 +89,25 @@ def boundary_inputs(
     return draw()
 
 
+def _fast_evaluator(model: nn.Module, decomposition: Decomposition) -> Any:
+    """``point -> (reference logits, decomposed predictions)`` for use inside the search's
+    context (eval mode, no grad, and for structured masks the K+1-row hooks)."""
+    if not isinstance(decomposition.space, UnitSpace):
+        return lambda point: (
+            predict_logits(model, as_inputs(point)),
+            decomposition.predict(point),
+        )
+    k = decomposition.components.num_components
+
+    def evaluate(point: Tensor) -> tuple[Tensor, Tensor]:
+        batch = repeat_batch(point.to(model_device(model)), k + 1)
+        out = forward_logits(model, batch).float().cpu()
+        out = out.view(k + 1, point.shape[0], -1)
+        return out[0], decomposition.components.predict(out[1:])
+
+    return evaluate
+
+
 @dataclass(frozen=True)
 class Counterexample:
     """An input where the decomposition disagrees with the model: ``seed_input + delta``."""
@@ -124,35 +148,48 @@ def find_counterexample(
     size = int(torch.tensor(shape).prod()) if shape else 1
 
     bound = float(torch.tensor(radius, dtype=torch.float32))  # representable in float32
+    # Sparse perturbations (zeros but for the coordinates Hypothesis chooses to draw): shrinking
+    # then only has a few coordinates to walk back to 0, not every pixel.
     candidates = st.tuples(
         st.integers(0, len(order) - 1),
-        st.lists(st.floats(-bound, bound, width=32), min_size=size, max_size=size),
+        arrays(np.float32, size, elements=st.floats(-bound, bound, width=32), fill=st.just(0.0)),
     )
 
-    def build(candidate: tuple[int, list[float]]) -> tuple[int, Tensor, Tensor]:
+    def build(candidate: tuple[int, np.ndarray]) -> tuple[int, Tensor, Tensor]:
         rank, values = candidate
         index = int(order[rank])
-        delta = torch.tensor(values, dtype=x.dtype).view(1, *shape)
+        delta = torch.from_numpy(values.copy()).to(x.dtype).view(1, *shape)
         return index, delta, (x[index : index + 1] + delta).clamp(low, high)
 
-    def disagrees(candidate: tuple[int, list[float]]) -> bool:
-        _, _, point = build(candidate)
-        logits = predict_logits(model, as_inputs(point))
-        hypothesis.target(-float(logit_margins(logits)[0]), label="negative margin")
-        return bool(decomposition.predict(point)[0] != logits.argmax(1)[0])
+    evaluate = _fast_evaluator(model, decomposition)
 
-    try:
-        found = hypothesis.find(
-            candidates,
-            disagrees,
-            settings=settings(
-                settings.get_profile("decompose"), max_examples=max_examples, database=None
-            ),
-        )
-    except NoSuchExample:
-        return None
+    def disagrees(candidate: tuple[int, np.ndarray]) -> bool:
+        _, _, point = build(candidate)
+        logits, decomposed = evaluate(point)
+        hypothesis.target(-float(logit_margins(logits)[0]), label="negative margin")
+        return bool(decomposed[0] != logits.argmax(1)[0])
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(frozen_eval(model))
+        stack.enter_context(torch.no_grad())
+        if isinstance(decomposition.space, UnitSpace):
+            # the model itself runs as row 0, an all-kept mask; the K components after it:
+            # one forward pass per candidate, with the hooks registered once for the search
+            everything = torch.ones(1, decomposition.space.num_units, dtype=torch.bool)
+            rows = torch.cat([everything, decomposition.masks.cpu()]).to(model_device(model))
+            stack.enter_context(decomposition.space.masked(model, rows))
+        try:
+            found = hypothesis.find(
+                candidates,
+                disagrees,
+                settings=settings(
+                    settings.get_profile("decompose"), max_examples=max_examples, database=None
+                ),
+            )
+        except NoSuchExample:
+            return None
     index, delta, point = build(found)
-    logits = predict_logits(model, as_inputs(point))
+    logits = predict_logits(model, as_inputs(point))  # re-checked outside the search
     return Counterexample(
         index=index,
         delta=delta,

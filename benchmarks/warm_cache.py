@@ -1,0 +1,63 @@
+"""Warm over cold: the cost of re-running the example suite once decompositions are cached.
+
+Runs ``pytest examples`` twice against a fresh cache directory (so the first run trains the
+example models and learns every mask) and prints both wall times, their ratio, and the cache
+counters the plugin reports. The last line is a JSON object.
+
+    .venv/bin/python benchmarks/warm_cache.py [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cache: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples", "-q", "-o", f"cache_dir={cache}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    counters = re.search(r"cache: (\d+) hits, (\d+) decompositions computed", result.stdout)
+    return elapsed, counters.group(0) if counters else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=2, help="warm runs after the cold one")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        cache = Path(directory) / "cache"
+        cold, cold_cache = run(cache)
+        warm = [run(cache) for _ in range(args.runs)]
+    warm_times = sorted(t for t, _ in warm)
+    median = warm_times[len(warm_times) // 2]
+    print(f"cold {cold:.1f} s ({cold_cache}); warm {', '.join(f'{t:.1f}' for t in warm_times)} s")
+    print(f"warm / cold = {median / cold:.3f}")
+    print(
+        json.dumps(
+            {
+                "cold_s": round(cold, 2),
+                "warm_s": [round(t, 2) for t in warm_times],
+                "ratio": round(median / cold, 3),
+                "warm_cache": warm[-1][1],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
