@@ -27,7 +27,7 @@ from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
 from saved import Decomposition, as_inputs, predict_logits
-from saved.adapters import forward_logits, frozen_eval, model_device, repeat_batch
+from saved.adapters import batch_to, forward_logits, frozen_eval, model_device, repeat_batch
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
 from saved.units import UnitSpace
@@ -100,7 +100,7 @@ def _fast_evaluator(model: nn.Module, decomposition: Decomposition) -> Any:
     k = decomposition.components.num_components
 
     def evaluate(point: Tensor) -> tuple[Tensor, Tensor]:
-        batch = repeat_batch(point.to(model_device(model)), k + 1)
+        batch = repeat_batch(batch_to(point, model_device(model)), k + 1)
         out = forward_logits(model, batch).float().cpu()
         out = out.view(k + 1, point.shape[0], -1)
         return out[0], decomposition.components.predict(out[1:])

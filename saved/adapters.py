@@ -32,6 +32,7 @@ __all__ = [
     "ContinuousForm",
     "Inputs",
     "as_inputs",
+    "batch_to",
     "continuous_form",
     "embed_inputs",
     "forward_logits",
@@ -379,6 +380,13 @@ def predict_logits(
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
         raise ValueError(f"model output: non-finite logits (NaN/Inf) for {bad} samples")
     return logits
+
+
+def batch_to(batch: Batch, device: torch.device | str) -> Batch:
+    """``batch`` (a tensor or a dict of tensors) on ``device``."""
+    if isinstance(batch, dict):
+        return {key: value.to(device) for key, value in batch.items()}
+    return batch.to(device)
 
 
 def repeat_batch(batch: Batch, times: int) -> Batch:

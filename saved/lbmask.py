@@ -34,8 +34,10 @@ from ._progress import progress_bar
 from .adapters import (
     Batch,
     Inputs,
+    batch_to,
     forward_logits,
     frozen_eval,
+    model_device,
     on_device,
     predict_logits,
     resolve_device,
@@ -233,7 +235,7 @@ def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> 
     try:
         with frozen_eval(model), torch.no_grad():
             example = space.example
-            forward_logits(model, _to(example, next(model.parameters()).device))
+            forward_logits(model, batch_to(example, model_device(model)))
     finally:
         for hook in hooks:
             hook.remove()
@@ -242,12 +244,6 @@ def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> 
     largest = max(1, min(k, int(ACTIVATION_BUDGET // max(per_component, 1))))
     # equal chunks: uneven ones alternate two batch shapes, which measured slower for convs
     return math.ceil(k / math.ceil(k / largest))
-
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    if isinstance(batch, dict):
-        return {key: value.to(device) for key, value in batch.items()}
-    return batch.to(device)
 
 
 def learn_masks(

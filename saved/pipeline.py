@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -83,7 +84,7 @@ def decompose(
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
     config = lbmask or LBMaskConfig()
-    config = LBMaskConfig(**{**vars(config), "sparsity": sparsity, "alpha": alpha})
+    config = dataclasses.replace(config, sparsity=sparsity, alpha=alpha)
     contract = contract or Contract()
     inputs = as_inputs(data, labels)
     run_on = resolve_device(model, device)
@@ -130,8 +131,8 @@ def decompose(
         "device": str(run_on),
         "config": {
             "alpha": alpha,
-            "lbmask": {k: v for k, v in vars(config).items()},
-            "boundary": {k: v for k, v in vars(boundary or BoundaryConfig()).items()},
+            "lbmask": dataclasses.asdict(config),
+            "boundary": dataclasses.asdict(boundary or BoundaryConfig()),
         },
     }
     return Decomposition(model, space, components, masks, method, sparsity, metadata)
