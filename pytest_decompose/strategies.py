@@ -14,6 +14,7 @@ suppressed). Load it with ``settings.load_profile("decompose")``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
 from saved import Decomposition, as_inputs, predict_logits
+from saved._hashing import model_digest, tensor_digest
 from saved.adapters import batch_to, forward_logits, frozen_eval, model_device, repeat_batch
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
@@ -178,13 +180,18 @@ def find_counterexample(
             everything = torch.ones(1, decomposition.space.num_units, dtype=torch.bool)
             rows = torch.cat([everything, decomposition.masks.cpu()]).to(model_device(model))
             stack.enter_context(decomposition.space.masked(model, rows))
+        # Keyed by what the search depends on, so Hypothesis's example database replays the
+        # shrunk counterexample on a re-run instead of searching and shrinking again.
+        key = hashlib.sha256(
+            f"{model_digest(model)}|{tensor_digest(decomposition.masks)}|"
+            f"{tensor_digest(x)}|{radius}|{low}|{high}".encode()
+        ).digest()
         try:
             found = hypothesis.find(
                 candidates,
                 disagrees,
-                settings=settings(
-                    settings.get_profile("decompose"), max_examples=max_examples, database=None
-                ),
+                settings=settings(settings.get_profile("decompose"), max_examples=max_examples),
+                database_key=key,
             )
         except NoSuchExample:
             return None
