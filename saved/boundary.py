@@ -281,10 +281,6 @@ def _call(
     return forward_logits(model, form.inputs.as_batch(fields))
 
 
-def _rowwise(flags: Tensor, like: Tensor) -> Tensor:
-    return flags.view(-1, *([1] * (like.dim() - 1)))
-
-
 def _pgd(
     model: nn.Module,
     form: ContinuousForm,

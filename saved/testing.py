@@ -28,16 +28,11 @@ __all__ = [
 ]
 
 
-def _seeded(seed: int) -> torch.Generator:
-    torch.manual_seed(seed)  # module initialisers draw from the global generator
-    return torch.Generator().manual_seed(seed)
-
-
 def tiny_mlp(
     in_features: int = 64, num_classes: int = 10, hidden: tuple[int, ...] = (32, 32), seed: int = 0
 ) -> nn.Sequential:
     """A ReLU MLP ``in_features -> hidden... -> num_classes``."""
-    _seeded(seed)
+    torch.manual_seed(seed)  # module initialisers draw from the global generator
     layers: list[nn.Module] = []
     width = in_features
     for size in hidden:
@@ -75,7 +70,7 @@ class TinyResNet(nn.Module):
 def tiny_resnet(
     in_channels: int = 1, num_classes: int = 10, width: int = 8, seed: int = 0
 ) -> TinyResNet:
-    _seeded(seed)
+    torch.manual_seed(seed)  # module initialisers draw from the global generator
     return TinyResNet(in_channels, num_classes, width)
 
 
@@ -83,7 +78,7 @@ def tiny_bert(num_labels: int = 4, vocab_size: int = 30522, seed: int = 0) -> nn
     """A 2-layer, 4-head, 32-wide transformers ``BertForSequenceClassification``."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    _seeded(seed)
+    torch.manual_seed(seed)  # module initialisers draw from the global generator
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -106,7 +101,7 @@ def tiny_vit(
     """A 2-layer, 4-head, 32-wide transformers ``ViTForImageClassification``."""
     from transformers import ViTConfig, ViTForImageClassification
 
-    _seeded(seed)
+    torch.manual_seed(seed)  # module initialisers draw from the global generator
     config = ViTConfig(
         image_size=image_size,
         patch_size=patch_size,
