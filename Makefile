@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean chromium
+.PHONY: demo test lint setup clean system-packages
 
 setup: $(STAMP)
 
@@ -24,15 +24,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check saved pytest_decompose tests examples benchmarks
 	$(BIN)/mypy
 
-# The HTML report test renders in Debian's headless Chromium; installed here where apt-get runs
-# as root (CI), otherwise that one test is skipped outside CI.
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages some tests need: chromium (the HTML report is rendered in headless Chromium)
+# and dataset-fashion-mnist (the vision benchmark's data). Installed here where apt-get runs as
+# root (CI); elsewhere the tests that need them skip with a note.
+DEBIAN_PACKAGES := chromium:/usr/bin/chromium dataset-fashion-mnist:/usr/share/datasets/fashion-mnist
+system-packages:
+	@missing=""; for pair in $(DEBIAN_PACKAGES); do \
+		test -e "$${pair#*:}" || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-		else echo "note: Debian's chromium is not installed; the HTML rendering test will skip"; fi; }
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "note: not installed:$$missing; the tests that need them will skip"; fi; fi
 
-test: lint chromium
+test: lint system-packages
 	$(BIN)/python -m pytest
 
 clean:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ._hashing import inputs_digest
 from .adapters import DEFAULT_BATCH_SIZE, Batch, as_inputs, predict_logits, resolve_device
 from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
-from .boundary import BoundaryConfig, calibration_set, mine_boundary
+from .boundary import BoundaryConfig, BoundarySet, calibration_set, mine_boundary
 from .components import Aggregator, ClassComponents
 from .contract import Contract
 from .decomposition import Decomposition
@@ -65,6 +65,7 @@ def decompose(
     boundary: BoundaryConfig | None = None,
     lbmask: LBMaskConfig | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    mined: BoundarySet | None = None,
 ) -> Decomposition:
     """Split ``model`` into class-wise components (SAVED Phases 1-3).
 
@@ -80,6 +81,9 @@ def decompose(
         alpha: LBMask initialisation, 0 uniform (default) to 1 magnitude prior.
         boundary, lbmask: full settings of mining and mask learning; ``sparsity``/``alpha``
             given here take precedence over ``lbmask``'s.
+        mined: boundary points already mined on this model and ``data`` (the result of
+            :func:`saved.boundary.mine_boundary`), to share one mining run between methods;
+            mined here when omitted.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
@@ -98,7 +102,12 @@ def decompose(
     )
     k = components.num_components
     calibration = inputs
-    if method in _NEEDS_CALIBRATION:
+    if mined is not None and (len(mined) and int(mined.source.max()) >= len(inputs)):
+        raise ValueError(
+            f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
+            f"but the data has {len(inputs)}; mine it on the same data"
+        )
+    if method in _NEEDS_CALIBRATION and mined is None:
         mined = mine_boundary(
             model,
             inputs,
@@ -108,6 +117,7 @@ def decompose(
             seed=seed,
             progress=progress,
         )
+    if method in _NEEDS_CALIBRATION and mined is not None:
         calibration = calibration_set(inputs, mined, model) if bool(mined.refined.any()) else inputs
     if method.startswith("lbmask"):
         logits = learn_masks(

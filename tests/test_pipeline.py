@@ -107,3 +107,18 @@ def test_decompose_rejects_bad_arguments(digits_mlp, digits_xy) -> None:
         saved.decompose(digits_mlp, x, sparsity=1.2)
     with pytest.raises(ValueError, match=r"alpha: expected a value in \[0, 1\]"):
         saved.decompose(digits_mlp, x, alpha=2.0)
+
+
+def test_shared_boundary_set_gives_the_same_decomposition(digits_mlp, digits_xy) -> None:
+    """One mining run shared between methods (as the paper-table benchmark does) yields the
+    masks decompose would have learned mining by itself with the same seed."""
+    from saved.boundary import mine_boundary
+
+    x = digits_xy[0][:300]
+    config = LBMaskConfig(steps=20)
+    mined = mine_boundary(digits_mlp, x, progress=False, seed=3)
+    shared = saved.decompose(digits_mlp, x, lbmask=config, mined=mined, seed=3, progress=False)
+    alone = saved.decompose(digits_mlp, x, lbmask=config, seed=3, progress=False)
+    assert torch.equal(shared.masks, alone.masks)
+    with pytest.raises(ValueError, match="mined: its samples index 300 data rows"):
+        saved.decompose(digits_mlp, x[:100], mined=mined, progress=False)

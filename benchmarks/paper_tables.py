@@ -1,0 +1,377 @@
+"""Regenerate the paper's tables on real models and data and write ``docs/RESULTS.md``.
+
+* RQ1 - does a fine-tuned language Transformer decompose? LBMask (alpha = 0) on MiniLM
+  fine-tuned on the 14-section (DBPedia-14 analogue) and 4-section (AG News analogue) Debian sets;
+* RQ2 - methods on the 14-section set: LBMask alpha = 0 and 1, Wanda unstructured and
+  structured, MI, random;
+* RQ3 - text against vision: the 14-section MiniLM against ResNet-18 and a small ViT trained
+  on Fashion-MNIST (LBMask alpha = 0, and Wanda unstructured for the "semantics only with
+  near-total overlap" half of the finding);
+* the end-to-end time of decomposing MiniLM on the 14-section set, split by phase.
+
+Every number in the written file comes from this run; the paper's figures (shared design,
+section 3) stand beside ours. Models come from ``benchmarks/models.py`` (trained on first use,
+then cached). Decomposition uses a seeded subsample of the training split as its data (the
+calibration set is that plus its mined boundary points); the contract is evaluated on the test
+split, subsampled where the flags say - ``n`` and the Hoeffding term ``h`` follow from it.
+
+    .venv/bin/python benchmarks/paper_tables.py             # everything, writes docs/RESULTS.md
+    .venv/bin/python benchmarks/paper_tables.py --only rq2  # one table (the file then holds
+                                                            # only what this run made)
+    .venv/bin/python benchmarks/paper_tables.py --smoke --out /tmp/RESULTS.md   # tiny, for CI
+
+The last line printed is a JSON object with every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from models import Split, load_split, trained
+from torch import nn
+
+import saved
+from saved import BoundaryConfig, Contract, LBMaskConfig
+from saved.adapters import as_inputs
+from saved.boundary import mine_boundary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The paper's figures (DBPedia-14 unless said; s = 0.5, q = 0.2), shared design section 3.
+PAPER: dict[str, dict[str, Any]] = {
+    "lbmask a=0": {"dis": 0.0521, "bound": 0.0636, "overlap": 0.3629, "verdict": "holds"},
+    "lbmask a=1": {"dis": 0.1272, "overlap": 0.9223, "verdict": "high overlap"},
+    "wanda": {"dis": 0.0097, "overlap": 0.9940, "verdict": "structural collapse"},
+    "wanda-structured": {"dis": 0.3795, "overlap": 0.9885, "verdict": "fails both"},
+    "mi": {"dis": 0.3491, "overlap": 0.8668, "verdict": "semantic failure"},
+    "random": {"verdict": "(not reported)"},
+}
+PAPER_RQ1 = {
+    "debian14": ("DBPedia-14", PAPER["lbmask a=0"]),
+    "debian4": ("AG News", {"dis": 0.2125, "overlap": 0.3950, "verdict": "fails"}),
+}
+PAPER_RQ3 = {
+    "minilm-debian14": "BERT-small, DBPedia-14: holds",
+    "resnet18-fmnist": "ResNet-34, CIFAR-10: fails the semantic axis (structured)",
+    "vit-fmnist": "DeiT-small, CIFAR-10: fails the semantic axis (structured)",
+}
+
+
+@dataclass
+class Settings:
+    calib: int = 512  # training samples given to decompose (before boundary points)
+    test_text: int | None = None  # None: the whole test split
+    test_vision: int = 2000
+    steps: int = 150
+    batch: int = 32
+    smoke: bool = False
+    contract: Contract = field(default_factory=Contract)
+
+    @classmethod
+    def tiny(cls) -> Settings:
+        return cls(calib=16, test_text=48, test_vision=48, steps=2, batch=8, smoke=True)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+class Bench:
+    """One model, its data subsamples and one shared boundary mining run."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name, self.settings = name, settings
+        self.model, self.record = trained(name, is_smoke=settings.smoke, log=log)
+        data = "fmnist" if name.endswith("fmnist") else name.split("-", 1)[1]
+        self.text = data != "fmnist"
+        self.calib = load_split(data, "train").head(settings.calib, seed=1)
+        limit = settings.test_text if self.text else settings.test_vision
+        self.test: Split = load_split(data, "test").head(limit, seed=2)
+        self.boundary = BoundaryConfig(norm="2") if self.text else BoundaryConfig()
+        self.mined, self.mining_seconds = timed(
+            lambda: mine_boundary(
+                self.model, as_inputs(self.calib.inputs), self.boundary, progress=False
+            )
+        )
+        log(
+            f"{name}: mined {len(self.mined)} pairs in {self.mining_seconds:.0f} s "
+            f"(refined {self.mined.refined_rate:.3f})"
+        )
+
+    def run(self, method: str, alpha: float = 0.0) -> dict[str, Any]:
+        settings = self.settings
+        config = LBMaskConfig(steps=settings.steps, batch_size=settings.batch)
+        decomposition, decompose_seconds = timed(
+            lambda: saved.decompose(
+                self.model,
+                self.calib.inputs,
+                method=method,
+                alpha=alpha,
+                contract=settings.contract,
+                boundary=self.boundary,
+                lbmask=config,
+                mined=self.mined,
+                progress=False,
+            )
+        )
+        report, evaluate_seconds = timed(
+            lambda: saved.evaluate(
+                self.model,
+                decomposition,
+                self.test.inputs,
+                settings.contract,
+                labels=self.test.labels,
+            )
+        )
+        label = f"lbmask a={alpha:g}" if method == "lbmask" else method
+        row = {
+            "model": self.name,
+            "method": label,
+            "n": report.n_samples,
+            "n_boundary": report.n_boundary,
+            "dis": report.disagreement,
+            "h": report.hoeffding,
+            "bound": report.semantic_bound,
+            "overlap": report.max_overlap,
+            "min_prune": report.min_prune,
+            "confusion": report.confusion_deviation,
+            "global_dis": report.global_disagreement,
+            "holds": report.holds,
+            "failed": report.failed_axes,
+            "decompose_s": round(decompose_seconds, 1),
+            "evaluate_s": round(evaluate_seconds, 1),
+        }
+        log(
+            f"{self.name} {label}: Dis {row['dis']:.4f} + h {row['h']:.4f}, "
+            f"overlap {row['overlap']:.4f}, {'holds' if row['holds'] else 'fails'} "
+            f"({decompose_seconds:.0f} s + {evaluate_seconds:.0f} s)"
+        )
+        return row
+
+
+def phase_times(bench: Bench, row: dict[str, Any], model: nn.Module) -> dict[str, float]:
+    """End-to-end LBMask decomposition of ``bench``'s model split by phase (seconds)."""
+    inputs = as_inputs(bench.calib.inputs)
+    _, reference = timed(lambda: saved.predict_logits(model, inputs))
+    return {
+        "reference predictions (calibration data)": round(reference, 1),
+        "boundary mining (PGD + bisection)": round(bench.mining_seconds, 1),
+        "LBMask training + binarisation": round(row["decompose_s"] - reference, 1),
+        "contract evaluation (test split)": row["evaluate_s"],
+        "total": round(bench.mining_seconds + row["decompose_s"] + row["evaluate_s"], 1),
+    }
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def verdict(row: dict[str, Any]) -> str:
+    return "holds" if row["holds"] else "fails: " + ", ".join(row["failed"])
+
+
+HEADER = "| n | \\|B\\| | Dis | h | Dis + h | max overlap | min prune | conf. dev. | verdict |"
+
+
+def cells(row: dict[str, Any]) -> str:
+    values = [row["n"], row["n_boundary"], row["dis"], row["h"], row["bound"], row["overlap"]]
+    values += [row["min_prune"], row["confusion"]]
+    return " | ".join(_f(v) for v in values) + f" | {verdict(row)} |"
+
+
+def paper_cells(paper: dict[str, Any]) -> str:
+    return " / ".join(
+        f"{key} {paper[key]:.4f}" for key in ("dis", "bound", "overlap") if key in paper
+    ) + (f" ({paper['verdict']})" if "verdict" in paper else "")
+
+
+def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
+    c = settings.contract
+    lines = [
+        "# Results: the paper's tables on real models and data",
+        "",
+        "Generated by `benchmarks/paper_tables.py`; no number here is edited by hand. Regenerate:",
+        "",
+        f"    {command}",
+        "",
+        f"Machine: {results['machine']}. Contract: eps = {c.eps}, kappa (boundary quantile q) = "
+        f"{c.kappa}, gamma = {c.gamma}, eta = {c.eta}, delta = {c.delta}; sparsity s = 0.5. "
+        f"Decomposition data: {settings.calib} training samples per model (seeded) plus their "
+        f"mined boundary points; LBMask {settings.steps} steps at batch {settings.batch}. "
+        "The contract is evaluated on the test split (n below; the paper's DBPedia-14 test has "
+        "70,000, so its h is 0.0115 where ours is larger). Paper figures: Dis / Dis + h / max "
+        "overlap (verdict).",
+        "",
+        "## Models",
+        "",
+        "| model | data | train samples | test accuracy | training time (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for record in results["models"]:
+        lines.append(
+            f"| {record['name']} | {record['recipe']['data']} | {record['train_samples']} | "
+            f"{record['test_accuracy']:.4f} (n = {record['test_samples']}) | "
+            f"{record['train_seconds']} |"
+        )
+    if results.get("rq1"):
+        lines += ["", "## RQ1: do language Transformers decompose? (LBMask alpha = 0)", ""]
+        lines += [f"| data | {HEADER[2:]} paper |", "|" + " --- |" * 11]
+        for row in results["rq1"]:
+            data = row["model"].split("-", 1)[1]
+            name, paper = PAPER_RQ1[data]
+            lines.append(f"| {data} | {cells(row)} {name}: {paper_cells(paper)} |")
+    if results.get("rq2"):
+        lines += ["", "## RQ2: methods on the 14-section set (MiniLM)", ""]
+        lines += [f"| method | {HEADER[2:]} paper (DBPedia-14) |", "|" + " --- |" * 11]
+        for row in results["rq2"]:
+            lines.append(f"| {row['method']} | {cells(row)} {paper_cells(PAPER[row['method']])} |")
+    if results.get("rq3"):
+        lines += ["", "## RQ3: text against vision", ""]
+        lines += [f"| model | method | {HEADER[2:]} paper |", "|" + " --- |" * 12]
+        for row in results["rq3"]:
+            lines.append(
+                f"| {row['model']} | {row['method']} | {cells(row)} {PAPER_RQ3[row['model']]} |"
+            )
+    if results.get("phases"):
+        lines += ["", "## Time: decomposing MiniLM on the 14-section set, by phase", ""]
+        lines += ["| phase | seconds |", "| --- | --- |"]
+        lines += [f"| {phase} | {seconds} |" for phase, seconds in results["phases"].items()]
+    if results.get("findings"):
+        lines += ["", "## The paper's findings, checked on these rows", ""]
+        lines += [f"- {finding}" for finding in results["findings"]]
+    lines += ["", f"Whole run: {results['seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Each of the paper's claims, with whether these rows reproduce it (computed, not typed)."""
+    out: list[str] = []
+
+    def say(claim: str, holds: bool, evidence: str) -> None:
+        out.append(f"{claim}: **{'reproduced' if holds else 'not reproduced'}** ({evidence})")
+
+    rq1 = {row["model"]: row for row in results.get("rq1", [])}
+    if "minilm-debian14" in rq1:
+        row = rq1["minilm-debian14"]
+        say(
+            "LBMask alpha = 0 satisfies the contract on the 14-topic text set",
+            row["holds"],
+            f"Dis + h = {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
+        )
+    if "minilm-debian4" in rq1:
+        row = rq1["minilm-debian4"]
+        say(
+            "the 4-topic set (AG News analogue) fails",
+            not row["holds"],
+            f"Dis + h = {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
+        )
+    rq2 = {row["method"]: row for row in results.get("rq2", [])}
+    if rq2:
+        both = [m for m, r in rq2.items() if r["bound"] <= 0.1 + 1e-12 and r["overlap"] <= 0.5]
+        say(
+            "LBMask alpha = 0 is the only method meeting both the semantic and structural axes",
+            both == ["lbmask a=0"],
+            "methods meeting both: " + (", ".join(both) or "none"),
+        )
+    if "wanda" in rq2:
+        row = rq2["wanda"]
+        say(
+            "Wanda unstructured keeps semantics but collapses structurally (overlap near 1)",
+            row["dis"] <= 0.1 and row["overlap"] > 0.9,
+            f"Dis {row['dis']:.4f}, overlap {row['overlap']:.4f}",
+        )
+    if "lbmask a=1" in rq2 and "lbmask a=0" in rq2:
+        one, zero = rq2["lbmask a=1"], rq2["lbmask a=0"]
+        say(
+            "magnitude initialisation (alpha = 1) raises the overlap above uniform (alpha = 0)",
+            one["overlap"] > zero["overlap"],
+            f"{one['overlap']:.4f} against {zero['overlap']:.4f}",
+        )
+    for name in ("resnet18-fmnist", "vit-fmnist"):
+        rows = [r for r in results.get("rq3", []) if r["model"] == name]
+        for row in rows:
+            if row["method"].startswith("lbmask"):
+                say(
+                    f"{name} fails the semantic axis under structured LBMask masks",
+                    row["bound"] > 0.1,
+                    f"Dis + h = {row['bound']:.4f}",
+                )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for CI")
+    parser.add_argument("--only", default="rq1,rq2,rq3", help="comma-separated subset of tables")
+    parser.add_argument("--out", type=Path, default=None, help="default docs/RESULTS.md")
+    parser.add_argument("--calib", type=int, help="training samples given to decompose")
+    parser.add_argument("--test-text", type=int, help="text test subsample (default: all)")
+    parser.add_argument("--test-vision", type=int, help="Fashion-MNIST test subsample")
+    parser.add_argument("--steps", type=int, help="LBMask steps")
+    parser.add_argument("--batch", type=int, help="LBMask batch size")
+    args = parser.parse_args()
+    tables = {t.strip() for t in args.only.split(",") if t.strip()}
+    if not tables <= {"rq1", "rq2", "rq3"}:
+        parser.error(f"--only: expected some of rq1, rq2, rq3, got {args.only!r}")
+    settings = Settings.tiny() if args.smoke else Settings()
+    for name in ("calib", "test_text", "test_vision", "steps", "batch"):
+        if getattr(args, name) is not None:
+            setattr(settings, name, getattr(args, name))
+    out = args.out or ROOT / "docs" / "RESULTS.md"
+    command = shlex.join([".venv/bin/python", "benchmarks/paper_tables.py", *sys.argv[1:]])
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, CPU",
+        "settings": {k: v for k, v in vars(settings).items() if k != "contract"},
+    }
+    benches: dict[str, Bench] = {}
+
+    def bench(name: str) -> Bench:
+        if name not in benches:
+            benches[name] = Bench(name, settings)
+        return benches[name]
+
+    text14 = bench("minilm-debian14")
+    base = text14.run("lbmask", alpha=0.0)
+    results["phases"] = phase_times(text14, base, text14.model)
+    if "rq1" in tables:
+        results["rq1"] = [base, bench("minilm-debian4").run("lbmask", alpha=0.0)]
+    if "rq2" in tables:
+        results["rq2"] = [base, text14.run("lbmask", alpha=1.0)]
+        results["rq2"] += [text14.run(m) for m in ("wanda", "wanda-structured", "mi", "random")]
+    if "rq3" in tables:
+        results["rq3"] = [base]
+        for name in ("resnet18-fmnist", "vit-fmnist"):
+            results["rq3"] += [bench(name).run("lbmask"), bench(name).run("wanda")]
+    results["models"] = [b.record for b in benches.values()]
+    results["findings"] = findings(results)
+    results["seconds"] = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(results, command, settings))
+    log(f"wrote {out} ({results['seconds']:.0f} s)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
