@@ -59,7 +59,7 @@ RECIPES: dict[str, Recipe] = {
     "minilm-debian14": Recipe("minilm-debian14", "debian14", 1.0, 32, 1e-4),
     "minilm-debian4": Recipe("minilm-debian4", "debian4", 2.0, 32, 1e-4),
     "resnet18-fmnist": Recipe("resnet18-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
-    "vit-fmnist": Recipe("vit-fmnist", "fmnist", 3.0, 128, 1e-3, train_limit=20_000),
+    "vit-fmnist": Recipe("vit-fmnist", "fmnist", 8.0, 128, 1e-3, train_limit=20_000),
 }
 
 

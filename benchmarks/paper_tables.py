@@ -70,7 +70,7 @@ PAPER_RQ3 = {
 @dataclass
 class Settings:
     calib: int = 512  # training samples given to decompose (before boundary points)
-    test_text: int | None = None  # None: the whole test split
+    test_text: int | None = 1000  # None: the whole test split
     test_vision: int = 2000
     steps: int = 150
     batch: int = 32
@@ -324,7 +324,7 @@ def main() -> None:
     parser.add_argument("--only", default="rq1,rq2,rq3", help="comma-separated subset of tables")
     parser.add_argument("--out", type=Path, default=None, help="default docs/RESULTS.md")
     parser.add_argument("--calib", type=int, help="training samples given to decompose")
-    parser.add_argument("--test-text", type=int, help="text test subsample (default: all)")
+    parser.add_argument("--test-text", type=int, help="text test subsample (default 1000; 0: all)")
     parser.add_argument("--test-vision", type=int, help="Fashion-MNIST test subsample")
     parser.add_argument("--steps", type=int, help="LBMask steps")
     parser.add_argument("--batch", type=int, help="LBMask batch size")
@@ -334,8 +334,11 @@ def main() -> None:
         parser.error(f"--only: expected some of rq1, rq2, rq3, got {args.only!r}")
     settings = Settings.tiny() if args.smoke else Settings()
     for name in ("calib", "test_text", "test_vision", "steps", "batch"):
-        if getattr(args, name) is not None:
-            setattr(settings, name, getattr(args, name))
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "test_text" else 1):
+            parser.error(f"--{name.replace('_', '-')}: expected a positive count, got {value}")
+        if value is not None:
+            setattr(settings, name, value or None)  # --test-text 0: the whole split
     out = args.out or ROOT / "docs" / "RESULTS.md"
     command = shlex.join([".venv/bin/python", "benchmarks/paper_tables.py", *sys.argv[1:]])
     torch.manual_seed(0)

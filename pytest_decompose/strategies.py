@@ -29,7 +29,14 @@ from torch import Tensor, nn
 
 from saved import Decomposition, as_inputs, predict_logits
 from saved._hashing import model_digest, tensor_digest
-from saved.adapters import batch_to, forward_logits, frozen_eval, model_device, repeat_batch
+from saved.adapters import (
+    batch_to,
+    forward_logits,
+    frozen_eval,
+    match_dtype,
+    model_device,
+    repeat_batch,
+)
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
 from saved.units import UnitSpace
@@ -70,7 +77,7 @@ def boundary_inputs(
     returned (a ``[1, ...]`` tensor whose two top classes are within ``tol`` in softmax).
     Pairs that do not reach the boundary are rejected (``hypothesis.assume``).
     """
-    inputs = as_inputs(data).without_labels()
+    inputs = match_dtype(as_inputs(data).without_labels(), model)
     if inputs.is_mapping:
         raise TypeError("boundary_inputs: expects tensor inputs (features or images)")
     base = concrete_config(model, inputs, config or BoundaryConfig())
@@ -139,7 +146,7 @@ def find_counterexample(
     to ``domain`` (by default the data's own range). Returns the shrunk counterexample, or
     ``None`` if ``max_examples`` found none.
     """
-    inputs = as_inputs(data).without_labels()
+    inputs = match_dtype(as_inputs(data).without_labels(), model)
     if inputs.is_mapping:
         raise TypeError("find_counterexample: expects tensor inputs (features or images)")
     x = inputs.fields["x"].float()

@@ -11,8 +11,10 @@ Accepted input forms:
 * a transformers batch: a dict / ``BatchEncoding`` of tensors (``input_ids``, ``attention_mask``,
   ``pixel_values``, ``inputs_embeds`` ...). A ``labels`` (or ``label``) entry is taken as labels.
 
-Decision (recorded in docs/DECISIONS.md): a DataLoader is read once into host memory when it is
-turned into :class:`Inputs`; the model itself always runs batch by batch on the device.
+Decision (recorded in docs/DECISIONS.md): :func:`as_inputs` reads a DataLoader into host memory;
+evaluation reads any form in chunks instead (:func:`iter_inputs`), so its memory does not grow
+with the data, and decomposition keeps a seeded sample of at most ``max_samples``
+(:func:`sample_inputs`). The model itself always runs batch by batch on the device.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ __all__ = [
     "embed_inputs",
     "forward_logits",
     "frozen_eval",
+    "iter_inputs",
     "logits_of",
+    "match_dtype",
     "model_device",
+    "model_dtype",
     "predict_logits",
     "repeat_batch",
     "resolve_device",
+    "sample_inputs",
     "word_embeddings",
 ]
 
@@ -185,45 +191,146 @@ def _split_mapping(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor 
         if key in _LABEL_KEYS:
             labels = _as_label_tensor(value)
         elif isinstance(value, Tensor):
-            fields[key] = value.detach().cpu()
+            fields[key] = _host(value, f"data[{key!r}]")
         else:
             raise TypeError(f"data[{key!r}]: expected a tensor, got {type(value).__name__}")
     return fields, labels
 
 
-def _read_loader(loader: DataLoader[Any]) -> tuple[dict[str, Tensor], bool, Tensor | None]:
+def _loader_item(item: Any) -> tuple[dict[str, Tensor], bool, Tensor | None]:
+    """One DataLoader batch as ``(fields, is_mapping, labels)``."""
+    if isinstance(item, Tensor):
+        return {_TENSOR_KEY: item.detach().cpu()}, False, None
+    if isinstance(item, Mapping):
+        fields, labels = _split_mapping(item)
+        return fields, True, labels
+    if isinstance(item, Sequence) and len(item) in (1, 2) and isinstance(item[0], Tensor):
+        labels = _as_label_tensor(item[1]) if len(item) == 2 else None
+        return {_TENSOR_KEY: item[0].detach().cpu()}, False, labels
+    raise TypeError(
+        "data: a DataLoader must yield tensors, (x, y) pairs or dicts of tensors, "
+        f"got {type(item).__name__}"
+    )
+
+
+def _loader_chunks(
+    loader: DataLoader[Any], chunk_size: int
+) -> Iterator[tuple[dict[str, Tensor], bool, Tensor | None]]:
+    """Consecutive runs of the loader's batches holding at least ``chunk_size`` samples (the
+    last may hold fewer), each concatenated; checks the batches agree in form as it goes."""
     parts: list[dict[str, Tensor]] = []
     label_parts: list[Tensor] = []
-    is_mapping: bool | None = None
+    first: tuple[bool, tuple[str, ...], bool] | None = None  # is_mapping, keys, has labels
+    held = 0
+
+    def flush() -> tuple[dict[str, Tensor], bool, Tensor | None]:
+        assert first is not None
+        fields = {k: torch.cat([p[k] for p in parts]) for k in first[1]}
+        labels = torch.cat(label_parts) if first[2] else None
+        parts.clear()
+        label_parts.clear()
+        return fields, first[0], labels
+
     for item in loader:
-        labels: Tensor | None = None
-        if isinstance(item, Tensor):
-            fields, mapping = {_TENSOR_KEY: item.detach().cpu()}, False
-        elif isinstance(item, Mapping):
-            (fields, labels), mapping = _split_mapping(item), True
-        elif isinstance(item, Sequence) and len(item) in (1, 2) and isinstance(item[0], Tensor):
-            fields, mapping = {_TENSOR_KEY: item[0].detach().cpu()}, False
-            labels = _as_label_tensor(item[1]) if len(item) == 2 else None
-        else:
-            raise TypeError(
-                "data: a DataLoader must yield tensors, (x, y) pairs or dicts of tensors, "
-                f"got {type(item).__name__}"
-            )
-        if is_mapping is not None and mapping != is_mapping:
+        fields, mapping, labels = _loader_item(item)
+        if first is None:
+            first = (mapping, tuple(fields), labels is not None)
+        elif mapping != first[0]:
             raise TypeError("data: the DataLoader mixes dict and tensor batches")
-        is_mapping = mapping
+        elif tuple(fields) != first[1]:
+            raise ValueError("data: DataLoader batches have different fields")
+        elif (labels is not None) != first[2]:
+            raise ValueError("data: some DataLoader batches carry labels and others do not")
         parts.append(fields)
         if labels is not None:
             label_parts.append(labels)
-    if not parts:
+        held += _batch_len(next(iter(fields.values())))
+        if held >= chunk_size:
+            held = 0
+            yield flush()
+    if first is None:
         raise ValueError("data: the DataLoader yielded no batches (empty data)")
-    if label_parts and len(label_parts) != len(parts):
-        raise ValueError("data: some DataLoader batches carry labels and others do not")
-    keys = parts[0].keys()
-    if any(p.keys() != keys for p in parts):
-        raise ValueError("data: DataLoader batches have different fields")
-    fields = {k: torch.cat([p[k] for p in parts]) for k in keys}
-    return fields, bool(is_mapping), torch.cat(label_parts) if label_parts else None
+    if parts:
+        yield flush()
+
+
+def _read_loader(loader: DataLoader[Any]) -> tuple[dict[str, Tensor], bool, Tensor | None]:
+    chunks = list(_loader_chunks(loader, chunk_size=1 << 62))
+    return chunks[0]
+
+
+#: Samples per chunk when data is read in pieces, in batches (see :func:`iter_inputs`).
+STREAM_BATCHES = 4
+
+
+def iter_inputs(
+    data: Any, labels: Any = None, *, chunk_size: int = STREAM_BATCHES * DEFAULT_BATCH_SIZE
+) -> Iterator[Inputs]:
+    """``data`` as consecutive :class:`Inputs` of about ``chunk_size`` samples, in order.
+
+    A DataLoader is read lazily, one chunk at a time, so memory stays at a chunk however much
+    it yields; other forms are already in memory and are sliced. Explicit ``labels`` are cut
+    to match the chunks. Each chunk is checked for non-finite values like :func:`as_inputs`.
+    """
+    _check_batch_size(chunk_size)
+    explicit = _as_label_tensor(labels) if labels is not None else None
+    if isinstance(data, DataLoader):
+        offset = 0
+        for fields, is_mapping, found in _loader_chunks(data, chunk_size):
+            n = _batch_len(next(iter(fields.values())))
+            chosen = found
+            if explicit is not None:
+                if explicit.shape[0] < offset + n:
+                    raise ValueError(
+                        f"labels: {explicit.shape[0]} labels for more samples than that"
+                    )
+                chosen = explicit[offset : offset + n]
+            chunk = Inputs(fields, is_mapping, chosen)
+            _check_finite(chunk)
+            offset += n
+            yield chunk
+        if explicit is not None and explicit.shape[0] != offset:
+            raise ValueError(f"labels: {explicit.shape[0]} labels for {offset} samples")
+        return
+    inputs = as_inputs(data, labels)
+    for start in range(0, len(inputs), chunk_size):
+        part = slice(start, start + chunk_size)
+        chunk_labels = inputs.labels[part] if inputs.labels is not None else None
+        yield Inputs(inputs.fields_at(part), inputs.is_mapping, chunk_labels)
+
+
+def sample_inputs(data: Any, labels: Any = None, *, max_samples: int, seed: int = 0) -> Inputs:
+    """All of ``data`` if it holds at most ``max_samples`` samples, else a seeded uniform
+    sample of exactly ``max_samples`` of them, in their original order.
+
+    A DataLoader is read in one pass and never held whole: every sample draws a random key
+    and the ``max_samples`` smallest keys are kept (bottom-k sampling), so memory stays at
+    ``max_samples`` plus one chunk.
+    """
+    _check_batch_size(max_samples)
+    generator = torch.Generator().manual_seed(seed)
+    if not isinstance(data, DataLoader):
+        inputs = as_inputs(data, labels)
+        if len(inputs) <= max_samples:
+            return inputs
+        keys = torch.rand(len(inputs), generator=generator)
+        return inputs.select(keys.topk(max_samples, largest=False).indices.sort().values)
+    kept: Inputs | None = None
+    kept_keys, kept_order = torch.empty(0), torch.empty(0, dtype=torch.long)
+    offset = 0
+    for chunk in iter_inputs(data, labels):
+        n = len(chunk)
+        pool = chunk if kept is None else kept.concat(chunk)
+        keys = torch.cat([kept_keys, torch.rand(n, generator=generator)])
+        order = torch.cat([kept_order, torch.arange(offset, offset + n)])
+        offset += n
+        if len(pool) > max_samples:
+            chosen = keys.topk(max_samples, largest=False).indices
+            chosen = chosen[order[chosen].argsort()]  # keep the data order
+            pool, keys, order = pool.select(chosen), keys[chosen], order[chosen]
+        kept, kept_keys, kept_order = pool, keys, order
+    assert kept is not None  # iter_inputs raises on empty data
+    return kept
 
 
 def as_inputs(data: Any, labels: Any = None) -> Inputs:
@@ -240,7 +347,7 @@ def as_inputs(data: Any, labels: Any = None) -> Inputs:
     if isinstance(data, Inputs):
         fields, is_mapping, found = data.fields, data.is_mapping, data.labels
     elif isinstance(data, Tensor):
-        fields, is_mapping = {_TENSOR_KEY: data.detach().cpu()}, False
+        fields, is_mapping = {_TENSOR_KEY: _host(data, "data")}, False
     elif isinstance(data, TensorDataset):
         if len(data.tensors) not in (1, 2):
             raise TypeError(
@@ -262,6 +369,42 @@ def as_inputs(data: Any, labels: Any = None) -> Inputs:
     if not isinstance(data, Inputs):  # checked once, where user data enters
         _check_finite(inputs)
     return inputs
+
+
+def _host(tensor: Tensor, name: str) -> Tensor:
+    """``tensor`` detached on the CPU (where :class:`Inputs` keep samples)."""
+    if tensor.is_meta:
+        raise ValueError(f"{name}: a tensor on the meta device holds no values")
+    return tensor.detach().cpu()
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter or buffer (None: none)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def match_dtype(inputs: Inputs, model: nn.Module) -> Inputs:
+    """``inputs`` with every floating field in the model's floating dtype.
+
+    Decision (docs/DECISIONS.md): float64 features (NumPy, scikit-learn) or float16 images fed
+    to a float32 model are cast, as ``model.to(dtype)`` users expect; integer fields (token
+    ids, masks) are left alone. The model is never cast.
+    """
+    dtype = model_dtype(model)
+    if dtype is None or all(
+        t.dtype == dtype or not t.is_floating_point() for t in inputs.fields.values()
+    ):
+        return inputs
+    fields = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.fields.items()}
+    return Inputs(fields, inputs.is_mapping, inputs.labels)
+
+
+def _describe(batch: Batch) -> str:
+    tensors = batch.items() if isinstance(batch, dict) else [(_TENSOR_KEY, batch)]
+    return ", ".join(f"{k}: {str(v.dtype)[6:]} {list(v.shape)}" for k, v in tensors)
 
 
 def _check_finite(inputs: Inputs) -> None:
@@ -305,6 +448,8 @@ def forward_logits(model: nn.Module, batch: Batch) -> Tensor:
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a stateless model)."""
     for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_meta:
+            raise ValueError("model: its parameters are on the meta device (not materialised)")
         return tensor.device
     return torch.device("cpu")
 
@@ -365,10 +510,17 @@ def predict_logits(
     """
     run_on = resolve_device(model, device)
     runner = on_device(model, run_on)
+    inputs = match_dtype(inputs, runner)
     chunks: list[Tensor] = []
     with frozen_eval(runner), torch.no_grad():
         for batch in inputs.batches(batch_size, run_on):
-            logits = forward_logits(runner, batch)
+            try:
+                logits = forward_logits(runner, batch)
+            except RuntimeError as error:  # shape/dtype mismatches deep inside the model
+                raise ValueError(
+                    f"model: calling it on the data ({_describe(batch)}) failed: "
+                    f"{str(error).splitlines()[0]}"
+                ) from error
             expected = _batch_len(batch)
             if logits.shape[0] != expected:
                 raise ValueError(

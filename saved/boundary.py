@@ -41,6 +41,7 @@ from .adapters import (
     continuous_form,
     forward_logits,
     frozen_eval,
+    match_dtype,
     on_device,
     resolve_device,
 )
@@ -459,7 +460,7 @@ def mine_boundary(
     config = config or BoundaryConfig()
     if targets is not None:
         config = dataclasses.replace(config, targeted=True)
-    inputs = as_inputs(data)
+    inputs = match_dtype(as_inputs(data), model)
     if targets is not None and tuple(targets.shape) != (len(inputs),):
         raise ValueError(
             f"targets: expected one class per sample ({len(inputs)}), got {tuple(targets.shape)}"

@@ -18,6 +18,7 @@ from .adapters import (
     as_inputs,
     forward_logits,
     frozen_eval,
+    match_dtype,
     on_device,
     resolve_device,
 )
@@ -72,11 +73,17 @@ class Decomposition:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: torch.device | str | None = None,
+        runner: nn.Module | None = None,
     ) -> Tensor:
-        """``[K, n, C]`` logits of every component, K components per batched forward pass."""
-        inputs = data if isinstance(data, Inputs) else as_inputs(data)
+        """``[K, n, C]`` logits of every component, K components per batched forward pass.
+
+        ``runner``: the model already copied to ``device`` (lets a caller that works in
+        chunks pay for the copy once); by default the model itself, or a copy when
+        ``device`` differs from the model's.
+        """
+        inputs = match_dtype(data if isinstance(data, Inputs) else as_inputs(data), self.model)
         run_on = resolve_device(self.model, device)
-        runner = on_device(self.model, run_on)
+        runner = runner if runner is not None else on_device(self.model, run_on)
         k = self.components.num_components
         per_pass = max(1, batch_size // k)
         chunks = []

@@ -11,7 +11,17 @@ import torch
 from torch import Tensor, nn
 
 from ._hashing import inputs_digest
-from .adapters import DEFAULT_BATCH_SIZE, Batch, as_inputs, predict_logits, resolve_device
+from .adapters import (
+    DEFAULT_BATCH_SIZE,
+    STREAM_BATCHES,
+    Batch,
+    iter_inputs,
+    match_dtype,
+    on_device,
+    predict_logits,
+    resolve_device,
+    sample_inputs,
+)
 from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
 from .boundary import BoundaryConfig, BoundarySet, calibration_set, mine_boundary
 from .components import Aggregator, ClassComponents
@@ -66,6 +76,7 @@ def decompose(
     lbmask: LBMaskConfig | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     mined: BoundarySet | None = None,
+    max_samples: int = 10_000,
 ) -> Decomposition:
     """Split ``model`` into class-wise components (SAVED Phases 1-3).
 
@@ -84,13 +95,17 @@ def decompose(
         mined: boundary points already mined on this model and ``data`` (the result of
             :func:`saved.boundary.mine_boundary`), to share one mining run between methods;
             mined here when omitted.
+        max_samples: decomposition uses at most this many samples of ``data`` (a seeded
+            uniform sample; a DataLoader is read in one pass, never held whole). Mining and
+            mask learning need the boundary's neighbourhood, not every sample; the contract
+            is then checked on all of the data by :func:`evaluate`.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
     config = lbmask or LBMaskConfig()
     config = dataclasses.replace(config, sparsity=sparsity, alpha=alpha)
     contract = contract or Contract()
-    inputs = as_inputs(data, labels)
+    inputs = match_dtype(sample_inputs(data, labels, max_samples=max_samples, seed=seed), model)
     run_on = resolve_device(model, device)
     reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
     components = ClassComponents(reference.shape[1], positive_sets, aggregator)
@@ -158,20 +173,30 @@ def evaluate(
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ContractReport:
-    """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4)."""
+    """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4).
+
+    ``data`` is read in chunks of a few batches (a DataLoader lazily), so memory holds one
+    chunk plus the ``[n, C]`` reference logits, whatever ``n`` is.
+    """
     if decomposition.model is not model:
         raise ValueError("decomposition: it was made for a different model object")
     contract = contract or Contract(**decomposition.metadata.get("contract", {}))
-    inputs = as_inputs(data, labels)
     run_on = resolve_device(model, device)
-    reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
-    decomposed = decomposition.predict(inputs, device=run_on, batch_size=batch_size)
+    runner = on_device(model, run_on)  # one copy for all chunks when the device differs
+    references, decomposed, label_parts = [], [], []
+    for chunk in iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size):
+        references.append(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
+        decomposed.append(
+            decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
+        )
+        if chunk.labels is not None:
+            label_parts.append(chunk.labels)
     return assess(
         contract,
-        reference,
-        decomposed,
+        torch.cat(references),
+        torch.cat(decomposed),
         decomposition.supports,
-        labels=inputs.labels,
+        labels=torch.cat(label_parts) if label_parts else None,
         method=decomposition.method,
     )
 

@@ -165,6 +165,6 @@ def test_no_call_changes_the_users_model(model_kind: str) -> None:
 def test_no_state_change_on_the_error_path() -> None:
     model, _ = _digits_mlp_in_mixed_state()
     before = testing.state_snapshot(model)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"calling it on the data \(x: float32 \[4, 7\]\) failed"):
         predict_logits(model, as_inputs(torch.zeros(4, 7)))  # wrong feature count
     assert testing.state_snapshot(model) == before
