@@ -86,7 +86,7 @@ class Engine:
             if path.exists() and not self.refresh:
                 try:
                     decomposition = saved.load(path, model)
-                except ValueError as error:
+                except (ValueError, OSError) as error:
                     self.stats.unreadable += 1
                     warnings.warn(
                         f"pytest-decompose: ignoring a broken cache entry ({error}); recomputing",

@@ -282,7 +282,7 @@ def iter_inputs(
             if explicit is not None:
                 if explicit.shape[0] < offset + n:
                     raise ValueError(
-                        f"labels: {explicit.shape[0]} labels for more samples than that"
+                        f"labels: {explicit.shape[0]} labels for at least {offset + n} samples"
                     )
                 chosen = explicit[offset : offset + n]
             chunk = Inputs(fields, is_mapping, chosen)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._hashing import model_digest
+from ._hashing import model_digest, tensor_digest
 from .adapters import (
     DEFAULT_BATCH_SIZE,
     Inputs,
@@ -153,16 +156,37 @@ class Decomposition:
             "positive_sets": [list(group) for group in self.components.sets],
             "aggregator": self.components.aggregator,
             "model_sha256": model_digest(self.model),
+            "tensors_sha256": _tensors_digest(tensors),
             **self.metadata,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".partial")
-        save_file(tensors, str(temporary), metadata={"saved": json.dumps(meta)})
-        temporary.replace(path)  # atomic: a reader never sees half a file
+        # atomic: written to a unique file beside the target, then renamed over it, so a reader
+        # never sees half a file; the temporary file goes on any exit (KeyboardInterrupt too)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
+        )
+        os.close(handle)
+        try:
+            save_file(tensors, temporary, metadata={"saved": json.dumps(meta)})
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
         return path
 
 
-FORMAT_VERSION = 1
+#: 2 added ``tensors_sha256``: a file whose bytes changed is refused, not misread.
+FORMAT_VERSION = 2
+
+
+def _tensors_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor_digest(tensor).encode())
+    return digest.hexdigest()
 
 
 def load(path: str | Path, model: nn.Module) -> Decomposition:
@@ -175,8 +199,6 @@ def load(path: str | Path, model: nn.Module) -> Decomposition:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .weights import WeightSpace
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -184,8 +206,24 @@ def load(path: str | Path, model: nn.Module) -> Decomposition:
         tensors = load_file(str(path))
     except Exception as error:  # safetensors raises several types for a broken file
         raise ValueError(f"{path}: not a readable saved decomposition ({error})") from error
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT_VERSION}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: format {found!r} is not {FORMAT_VERSION}")
+    try:
+        return _from_stored(path, meta, tensors, model)
+    except (KeyError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"{path}: incomplete metadata ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _from_stored(
+    path: Path, meta: dict[str, Any], tensors: dict[str, Tensor], model: nn.Module
+) -> Decomposition:
+    from .weights import WeightSpace
+
+    if _tensors_digest(tensors) != meta["tensors_sha256"]:
+        raise ValueError(f"{path}: its tensors do not match their recorded sha256 (corrupted)")
     digest = model_digest(model)
     if meta["model_sha256"] != digest:
         raise ValueError(
@@ -201,6 +239,10 @@ def load(path: str | Path, model: nn.Module) -> Decomposition:
     components = ClassComponents(
         meta["num_classes"], tuple(tuple(g) for g in meta["positive_sets"]), meta["aggregator"]
     )
+    masks = tensors["masks"]
+    expected = (components.num_components, sum(g.size for g in space.groups))
+    if tuple(masks.shape) != expected:
+        raise ValueError(f"{path}: masks of shape {tuple(masks.shape)}, expected {expected}")
     known = {
         "format",
         "saved_version",
@@ -214,12 +256,13 @@ def load(path: str | Path, model: nn.Module) -> Decomposition:
         "positive_sets",
         "aggregator",
         "model_sha256",
+        "tensors_sha256",
     }
     return Decomposition(
         model=model,
         space=space,
         components=components,
-        masks=tensors["masks"].bool(),
+        masks=masks.bool(),
         method=meta["method"],
         sparsity=meta["sparsity"],
         metadata={k: v for k, v in meta.items() if k not in known},

@@ -108,6 +108,11 @@ def decompose(
     inputs = match_dtype(sample_inputs(data, labels, max_samples=max_samples, seed=seed), model)
     run_on = resolve_device(model, device)
     reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
+    labels_seen = inputs.labels
+    if labels_seen is not None and (
+        int(labels_seen.min()) < 0 or int(labels_seen.max()) >= reference.shape[1]
+    ):
+        raise ValueError(f"labels: class indices outside [0, {reference.shape[1]})")
     components = ClassComponents(reference.shape[1], positive_sets, aggregator)
     example: Batch = inputs.batch(slice(0, 2))
     space: MaskSpace = (
