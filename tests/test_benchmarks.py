@@ -100,3 +100,50 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
         assert f"| {row['dis']:.4f} | {row['h']:.4f} | {row['bound']:.4f} |" in text
     assert set(result["phases"]) >= {"boundary mining (PGD + bisection)", "total"}
     assert len(result["findings"]) >= 5
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
+)
+def test_streaming_benchmark_smoke() -> None:
+    result = _last_json_line("benchmarks/streaming.py", "--smoke")
+    rows = {row["call"]: row for row in result["rows"]}
+    assert set(rows) == {"evaluate", "decompose", "evaluate-tensor"}
+    for row in rows.values():
+        assert row["n"] == 2000 and row["peak_growth_mb"] >= 0
+        assert row["batches"] == pytest.approx(
+            row["peak_growth_mb"] / result["one_batch_input_mb"], abs=0.2
+        )
+
+
+def test_warm_cache_benchmark_smoke() -> None:
+    result = _last_json_line("benchmarks/warm_cache.py", "--smoke", "--runs", "1")
+    assert result["cold_cache"] == "cache: 0 hits, 1 decompositions computed"
+    assert result["warm_cache"] == "cache: 1 hits, 0 decompositions computed"
+    assert result["ratio"] > 0
+
+
+def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
+    """The builder on a saved index: same bytes twice, the documented rules applied."""
+    stanzas = []
+    for i in range(40):
+        section = ("games", "net", "contrib/science")[i % 3]
+        stanzas.append(f"Package: p{i}\nSection: {section}\nDescription: text number {i}\n")
+    stanzas.append("Package: dup\nSection: games\nDescription: text number 0\n")  # a repeat
+    dump = tmp_path / "dump.txt"
+    dump.write_text("\n".join(stanzas))
+    outputs = []
+    for name in ("a.jsonl.gz", "b.jsonl.gz"):
+        script = "benchmarks/data/build_debian.py"
+        command = [sys.executable, script, str(dump), "--out", str(tmp_path / name)]
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+    import gzip
+
+    records = [json.loads(line) for line in gzip.decompress(outputs[0]).splitlines()]
+    assert len(records) == 40  # 41 stanzas, "text number 0" twice in one section: kept once
+    assert {r["section"] for r in records} == {"games", "net", "science"}
+    # 14 games, 13 net, 13 science: round(0.2 * 14) + 2 * round(0.2 * 13) test texts
+    assert sum(r["split"] == "test" for r in records) == 3 + 3 + 3
