@@ -93,8 +93,8 @@ def decompose(
         boundary, lbmask: full settings of mining and mask learning; ``sparsity``/``alpha``
             given here take precedence over ``lbmask``'s.
         mined: boundary points already mined on this model and ``data`` (the result of
-            :func:`saved.boundary.mine_boundary`), to share one mining run between methods;
-            mined here when omitted.
+            :func:`saved.boundary.mine_boundary`; ``data`` then holds at most ``max_samples``),
+            to share one mining run between methods; mined here when omitted.
         max_samples: decomposition uses at most this many samples of ``data`` (a seeded
             uniform sample; a DataLoader is read in one pass, never held whole). Mining and
             mask learning need the boundary's neighbourhood, not every sample; the contract
