@@ -188,22 +188,57 @@ def evaluate(
     contract = contract or Contract(**decomposition.metadata.get("contract", {}))
     run_on = resolve_device(model, device)
     runner = on_device(model, run_on)  # one copy for all chunks when the device differs
-    references, decomposed, label_parts = [], [], []
+    references, decomposed, label_rows = _Rows(), _Rows(), _Rows()
     for chunk in iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size):
-        references.append(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
-        decomposed.append(
+        references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
+        decomposed.add(
             decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
         )
         if chunk.labels is not None:
-            label_parts.append(chunk.labels)
+            label_rows.add(chunk.labels)
     return assess(
         contract,
-        torch.cat(references),
-        torch.cat(decomposed),
+        references.all(),
+        decomposed.all(),
         decomposition.supports,
-        labels=torch.cat(label_parts) if label_parts else None,
+        labels=label_rows.all() if len(label_rows) else None,
         method=decomposition.method,
     )
+
+
+class _Rows:
+    """Tensors appended along dim 0 into one buffer that doubles when full.
+
+    Why not a list and ``torch.cat``: per-chunk result tensors are small and live to the end,
+    and glibc's allocator places each one above the large input chunk freed before it, so the
+    heap cannot shrink — measured with benchmarks/streaming.py, 139 MB of growth over 100,000
+    Fashion-MNIST images with a list, against about 1 MB of results. A few large buffers leave
+    no such pins.
+    """
+
+    def __init__(self) -> None:
+        self.buffer: Tensor | None = None
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, rows: Tensor) -> None:
+        if self.buffer is None:
+            self.buffer = torch.empty((max(1024, rows.shape[0]), *rows.shape[1:]), dtype=rows.dtype)
+        elif self.size + rows.shape[0] > self.buffer.shape[0]:
+            grown = torch.empty(
+                (max(2 * self.buffer.shape[0], self.size + rows.shape[0]), *rows.shape[1:]),
+                dtype=rows.dtype,
+            )
+            grown[: self.size] = self.buffer[: self.size]
+            self.buffer = grown
+        self.buffer[self.size : self.size + rows.shape[0]] = rows
+        self.size += rows.shape[0]
+
+    def all(self) -> Tensor:
+        assert self.buffer is not None, "no rows were added"
+        return self.buffer[: self.size].clone()
 
 
 def check(model: nn.Module, data: object, **kwargs: Any) -> ContractReport:

@@ -471,3 +471,19 @@ def test_same_seed_same_masks_and_report(model, data) -> None:
     assert not torch.equal(runs[0].masks, runs[2].masks)
     reports = [saved.evaluate(model, d, x, labels=y).to_dict() for d in runs[:2]]
     assert reports[0] == reports[1]
+
+
+@settings(max_examples=30)
+@given(sizes=st.lists(st.integers(1, 1500), min_size=1, max_size=8), width=st.integers(0, 3))
+def test_growing_rows_equal_concatenation(sizes: list[int], width: int) -> None:
+    """evaluate's result buffer (doubling, so the heap is not pinned by small tensors) holds
+    exactly what ``torch.cat`` of the chunks would."""
+    from saved.pipeline import _Rows
+
+    shape = (width,) if width else ()
+    parts = [torch.randn(n, *shape) for n in sizes]
+    rows = _Rows()
+    for part in parts:
+        rows.add(part)
+    assert len(rows) == sum(sizes)
+    assert torch.equal(rows.all(), torch.cat(parts))
