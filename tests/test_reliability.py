@@ -298,10 +298,11 @@ def test_float64_and_float16_inputs_are_cast_to_the_model_dtype(model, data, dec
     assert saved.evaluate(model, decomposition, x.half(), labels=y).to_dict() == rounded
 
 
-def test_bfloat16_model_runs_in_its_own_precision(digits_xy, data) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_runs_in_its_own_precision(dtype, digits_xy, data) -> None:
     x, y = data
     model = testing.train_classifier(testing.tiny_mlp(hidden=(64, 64)), *digits_xy, steps=150)
-    model = model.to(torch.bfloat16)
+    model = model.to(dtype)
     before = testing.state_snapshot(model)
     decomposition = saved.decompose(model, x, lbmask=FAST, progress=False)
     unmasked = saved.Decomposition(
@@ -309,11 +310,11 @@ def test_bfloat16_model_runs_in_its_own_precision(digits_xy, data) -> None:
         torch.ones_like(decomposition.masks), "full", 0.0, {},
     )  # fmt: skip
     reference = saved.predict_logits(model, saved.as_inputs(x)).argmax(1)
-    assert torch.equal(unmasked.predict(x), reference)  # the x inputs were cast to bfloat16
+    assert torch.equal(unmasked.predict(x), reference)  # the float32 inputs were cast
     report = saved.evaluate(model, decomposition, x, labels=y)
     assert report.min_prune == pytest.approx(0.5, abs=0.02)
     assert testing.state_snapshot(model) == before
-    assert next(model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == dtype
 
 
 def test_fewer_samples_than_one_over_q(model, data) -> None:
