@@ -155,3 +155,18 @@ def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
     assert {r["section"] for r in records} == {"games", "net", "science"}
     # 14 games, 13 net, 13 science: round(0.2 * 14) + 2 * round(0.2 * 13) test texts
     assert sum(r["split"] == "test" for r in records) == 3 + 3 + 3
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
+)
+def test_models_script_smoke_trains_once_then_reads_the_cache(tmp_path: Path) -> None:
+    env = {"SAVED_CACHE_DIR": str(tmp_path)}
+    first = _last_json_line("benchmarks/models.py", "--smoke", "vit-fmnist", env=env)["models"]
+    (weights,) = (tmp_path / "models").glob("vit-fmnist-*.safetensors")
+    stamp = weights.stat().st_mtime_ns
+    again = _last_json_line("benchmarks/models.py", "--smoke", "vit-fmnist", env=env)["models"]
+    assert again == first  # the cached record, not a new training run
+    assert weights.stat().st_mtime_ns == stamp
+    assert 0.0 <= first[0]["test_accuracy"] <= 1.0 and first[0]["train_samples"] == 64
