@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_fashion_mnist = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
+)
 
 
 def _last_json_line(*args: str, env: dict[str, str] | None = None) -> dict:
@@ -56,10 +60,7 @@ def test_lbmask_benchmark_smoke() -> None:
     assert {row["model"] for row in result["steps"]} == {"mlp", "cnn"}
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
-    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
-)
+@needs_fashion_mnist
 def test_paper_tables_smoke(tmp_path: Path) -> None:
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
@@ -110,10 +111,7 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
     assert rendered.read_text() == text
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
-    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
-)
+@needs_fashion_mnist
 def test_streaming_benchmark_smoke() -> None:
     result = _last_json_line("benchmarks/streaming.py", "--smoke")
     rows = {row["call"]: row for row in result["rows"]}
@@ -157,10 +155,7 @@ def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
     assert sum(r["split"] == "test" for r in records) == 3 + 3 + 3
 
 
-@pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("CI"),
-    reason="Debian's dataset-fashion-mnist is not installed (make test installs it in CI)",
-)
+@needs_fashion_mnist
 def test_models_script_smoke_trains_once_then_reads_the_cache(tmp_path: Path) -> None:
     env = {"SAVED_CACHE_DIR": str(tmp_path)}
     first = _last_json_line("benchmarks/models.py", "--smoke", "vit-fmnist", env=env)["models"]
