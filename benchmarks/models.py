@@ -33,9 +33,9 @@ import torch
 import torchvision
 import transformers
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import nn
 
-from saved.adapters import as_inputs, forward_logits, predict_logits
+from saved.adapters import Inputs, as_inputs, forward_logits, predict_logits
 from saved.datasets import DEBIAN_SETS, load_debian, load_fashion_mnist
 from saved.testing import minilm_tokenizer
 
@@ -71,49 +71,33 @@ def smoke(recipe: Recipe) -> Recipe:
 # --------------------------------------------------------------------------- data
 
 
-@dataclass
-class Split:
-    inputs: Tensor | dict[str, Tensor]
-    labels: Tensor
-    classes: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
-
-    def take(self, index: Tensor) -> Split:
-        if isinstance(self.inputs, dict):
-            inputs: Tensor | dict[str, Tensor] = {k: v[index] for k, v in self.inputs.items()}
-        else:
-            inputs = self.inputs[index]
-        return Split(inputs, self.labels[index], self.classes)
-
-    def head(self, n: int | None, seed: int = 0) -> Split:
-        """A seeded random subsample of ``n`` (all when ``n`` is None or larger)."""
-        if n is None or n >= len(self):
-            return self
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return self.take(order[:n].sort().values)
+def head(data: Inputs, n: int | None, seed: int = 0) -> Inputs:
+    """A seeded random subsample of ``n`` samples in data order (all when ``n`` is None or
+    larger). A permutation prefix, not ``saved.adapters.sample_inputs``: the cached models and
+    docs/RESULTS.md were made with exactly these rows."""
+    if n is None or n >= len(data):
+        return data
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return data.select(order[:n].sort().values)
 
 
-def text_split(name: str, split: str) -> Split:
+def text_split(name: str, split: str) -> Inputs:
     """Tokenised Debian texts, padded to the longest in the split (at most TEXT_LENGTH)."""
     data = load_debian(name, split)  # type: ignore[arg-type]
     encoded = minilm_tokenizer()(
         data.texts, padding=True, truncation=True, max_length=TEXT_LENGTH, return_tensors="pt"
     )
-    return Split(dict(encoded), torch.tensor(data.labels), data.classes)
+    return as_inputs(dict(encoded), torch.tensor(data.labels))
 
 
-def image_split(split: str) -> Split:
+def image_split(split: str) -> Inputs:
     """Fashion-MNIST as ``[n, 1, 28, 28]`` floats in [0, 1]."""
-    from saved.datasets import FASHION_MNIST_CLASSES
-
     images, labels = load_fashion_mnist(split)  # type: ignore[arg-type]
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return Split(x, torch.from_numpy(labels), FASHION_MNIST_CLASSES)
+    return as_inputs(x, torch.from_numpy(labels))
 
 
-def load_split(data: str, split: str) -> Split:
+def load_split(data: str, split: str) -> Inputs:
     return image_split(split) if data == "fmnist" else text_split(data, split)
 
 
@@ -186,12 +170,12 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(temporary)
 
 
-def accuracy(model: nn.Module, split: Split, batch_size: int = 256) -> float:
-    logits = predict_logits(model, as_inputs(split.inputs), batch_size=batch_size)
-    return float((logits.argmax(1) == split.labels).double().mean())
+def accuracy(model: nn.Module, data: Inputs, batch_size: int = 256) -> float:
+    logits = predict_logits(model, data, batch_size=batch_size)
+    return float((logits.argmax(1) == data.labels).double().mean())
 
 
-def train(model: nn.Module, recipe: Recipe, data: Split, log: Any = print) -> None:
+def train(model: nn.Module, recipe: Recipe, data: Inputs, log: Any = print) -> None:
     """AdamW with linear decay; returns with the model in eval mode."""
     generator = torch.Generator().manual_seed(recipe.seed)
     steps = max(1, round(recipe.epochs * len(data) / recipe.batch_size))
@@ -203,8 +187,10 @@ def train(model: nn.Module, recipe: Recipe, data: Split, log: Any = print) -> No
     for step in range(steps):
         first = (step * recipe.batch_size) % len(data)
         index = order[first : first + recipe.batch_size]
-        batch = data.take(index)
-        loss = nn.functional.cross_entropy(forward_logits(model, batch.inputs), batch.labels)
+        assert data.labels is not None
+        loss = nn.functional.cross_entropy(
+            forward_logits(model, data.batch(index)), data.labels[index]
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -229,10 +215,10 @@ def trained(
         model.load_state_dict(load_file(weights), strict=True)
         record = json.loads(record_file.read_text())
         return model.eval(), record
-    train_data = load_split(recipe.data, "train").head(recipe.train_limit, seed=recipe.seed)
+    train_data = head(load_split(recipe.data, "train"), recipe.train_limit, seed=recipe.seed)
     test_data = load_split(recipe.data, "test")
     if is_smoke:
-        test_data = test_data.head(64)
+        test_data = head(test_data, 64)
     log(f"training {name} on {len(train_data)} samples ({recipe.epochs} epochs)")
     start = time.perf_counter()
     train(model, recipe, train_data, log)

@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from models import Split, load_split, trained
+from models import head, load_split, trained
 from torch import nn
 
 import saved
 from saved import BoundaryConfig, Contract, LBMaskConfig
-from saved.adapters import as_inputs
 from saved.boundary import mine_boundary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,14 +102,12 @@ class Bench:
         self.model, self.record = trained(name, is_smoke=settings.smoke, log=log)
         data = "fmnist" if name.endswith("fmnist") else name.split("-", 1)[1]
         self.text = data != "fmnist"
-        self.calib = load_split(data, "train").head(settings.calib, seed=1)
+        self.calib = head(load_split(data, "train"), settings.calib, seed=1).without_labels()
         limit = settings.test_text if self.text else settings.test_vision
-        self.test: Split = load_split(data, "test").head(limit, seed=2)
+        self.test = head(load_split(data, "test"), limit, seed=2)
         self.boundary = BoundaryConfig(norm="2") if self.text else BoundaryConfig()
         self.mined, self.mining_seconds = timed(
-            lambda: mine_boundary(
-                self.model, as_inputs(self.calib.inputs), self.boundary, progress=False
-            )
+            lambda: mine_boundary(self.model, self.calib, self.boundary, progress=False)
         )
         log(
             f"{name}: mined {len(self.mined)} pairs in {self.mining_seconds:.0f} s "
@@ -123,7 +120,7 @@ class Bench:
         decomposition, decompose_seconds = timed(
             lambda: saved.decompose(
                 self.model,
-                self.calib.inputs,
+                self.calib,
                 method=method,
                 alpha=alpha,
                 contract=settings.contract,
@@ -137,7 +134,7 @@ class Bench:
             lambda: saved.evaluate(
                 self.model,
                 decomposition,
-                self.test.inputs,
+                self.test,
                 settings.contract,
                 labels=self.test.labels,
             )
@@ -170,7 +167,7 @@ class Bench:
 
 def phase_times(bench: Bench, row: dict[str, Any], model: nn.Module) -> dict[str, float]:
     """End-to-end LBMask decomposition of ``bench``'s model split by phase (seconds)."""
-    inputs = as_inputs(bench.calib.inputs)
+    inputs = bench.calib
     _, reference = timed(lambda: saved.predict_logits(model, inputs))
     return {
         "reference predictions (calibration data)": round(reference, 1),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -200,13 +201,13 @@ def _split_mapping(batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Tensor 
 def _loader_item(item: Any) -> tuple[dict[str, Tensor], bool, Tensor | None]:
     """One DataLoader batch as ``(fields, is_mapping, labels)``."""
     if isinstance(item, Tensor):
-        return {_TENSOR_KEY: item.detach().cpu()}, False, None
+        return {_TENSOR_KEY: _host(item, "data")}, False, None
     if isinstance(item, Mapping):
         fields, labels = _split_mapping(item)
         return fields, True, labels
     if isinstance(item, Sequence) and len(item) in (1, 2) and isinstance(item[0], Tensor):
         labels = _as_label_tensor(item[1]) if len(item) == 2 else None
-        return {_TENSOR_KEY: item[0].detach().cpu()}, False, labels
+        return {_TENSOR_KEY: _host(item[0], "data")}, False, labels
     raise TypeError(
         "data: a DataLoader must yield tensors, (x, y) pairs or dicts of tensors, "
         f"got {type(item).__name__}"
@@ -255,8 +256,7 @@ def _loader_chunks(
 
 
 def _read_loader(loader: DataLoader[Any]) -> tuple[dict[str, Tensor], bool, Tensor | None]:
-    chunks = list(_loader_chunks(loader, chunk_size=1 << 62))
-    return chunks[0]
+    return next(_loader_chunks(loader, chunk_size=sys.maxsize))  # one chunk: everything
 
 
 #: Samples per chunk when data is read in pieces, in batches (see :func:`iter_inputs`).
