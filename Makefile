@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean system-packages
+.PHONY: demo test lint setup clean system-packages user-install
 
 setup: $(STAMP)
 
@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/saved demo
 
+LINTED := saved pytest_decompose tests examples benchmarks .ci/user_project
 lint: $(STAMP)
-	$(BIN)/ruff check saved pytest_decompose tests examples benchmarks
-	$(BIN)/ruff format --check saved pytest_decompose tests examples benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 # Debian packages some tests need: chromium (the HTML report is rendered in headless Chromium)
@@ -36,7 +37,12 @@ system-packages:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 		else echo "note: not installed:$$missing; the tests that need them will skip"; fi; fi
 
-test: lint system-packages
+# The package as a user installs it: its wheel, no extras, a fresh venv outside the checkout,
+# pytest with and without xdist and with the plugin disabled (.ci/user-install, ~2 min).
+user-install: $(STAMP)
+	bash .ci/user-install
+
+test: lint system-packages user-install
 	$(BIN)/python -m pytest
 
 clean:

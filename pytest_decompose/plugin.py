@@ -166,6 +166,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         write_reports(Path(directory), results, _stats(config))
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent unless xdist is installed
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """Controller side of xdist: merge a finished worker's results."""
     output = getattr(node, "workeroutput", {})

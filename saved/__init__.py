@@ -11,8 +11,7 @@ Public API (everything else is private by name or by module):
 * :func:`as_inputs` — the accepted input forms, as one :class:`Inputs` type.
 """
 
-from importlib import metadata as _metadata
-
+from ._version import __version__ as __version__
 from .adapters import Inputs, as_inputs, predict_logits
 from .boundary import BoundaryConfig
 from .components import ClassComponents
@@ -40,8 +39,3 @@ __all__ = [
     "load",
     "predict_logits",
 ]
-
-try:
-    __version__ = _metadata.version("pytest-decompose")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"

@@ -60,6 +60,21 @@ def test_loading_the_plugin_imports_no_torch(module: str) -> None:
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("disabled", ["xdist", "decompose"])
+def test_a_run_without_xdist_or_without_the_plugin_succeeds(
+    pytester: pytest.Pytester, disabled: str
+) -> None:
+    """The plugin loads through its entry point into every pytest run of the environment: a
+    hook of an absent optional plugin (xdist) must not stop a run that never uses it."""
+    pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-p", f"no:{disabled}")
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    listed = pytester.runpytest_subprocess("-p", f"no:{disabled}", "--help")
+    assert ("--decompose-report" in listed.stdout.str()) is (disabled != "decompose")
+
+
 # --------------------------------------------------------------------------- assert_decomposable
 
 # Runs go through a subprocess: in-process pytester restores sys.modules between runs, and
