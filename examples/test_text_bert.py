@@ -9,6 +9,7 @@ from conftest import trained
 
 from pytest_decompose import assert_decomposable
 from saved import LBMaskConfig, testing
+from saved.contract import boundary_size
 from saved.datasets import load_debian
 
 TEST = load_debian("debian4", "test")
@@ -27,12 +28,18 @@ MODEL = trained("debian4-tiny-bert", lambda: testing.tiny_bert(num_labels=4, see
 
 # A 2-layer, 32-wide BERT trained for 150 steps is far from MiniLM: its components keep the
 # topic on about 60 % of boundary texts, so this example checks a lenient semantic bound.
+# Per-layer quotas (allocation="group"): with only 2 layers, the default one-quota-per-kind
+# ("auto" for models with heads) let two components share 0.66 of their units (> gamma);
+# per-layer quotas keep the overlap at 0.49.
 @pytest.mark.decomposable(eps=0.6, gamma=0.6, eta=0.3)
 def test_tiny_bert_topic_components() -> None:
     report = assert_decomposable(
         MODEL,
         TEST_BATCH,
         labels=torch.tensor(TEST.labels[:600]),
-        lbmask=LBMaskConfig(steps=200, batch_size=64),
+        lbmask=LBMaskConfig(steps=200, batch_size=64, allocation="group"),
     )
-    assert report.n_boundary == 120  # floor(0.2 * 600 + 1/2)
+    # half of the 600 texts (stratified by the model's prediction) certify, the rest decompose
+    assert report.split.mode == "held-out" and report.split.disjoint
+    assert report.n_samples == report.split.n_evaluation == 600 - report.split.n_decomposition
+    assert report.n_boundary == boundary_size(report.n_samples, 0.2)

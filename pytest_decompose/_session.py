@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Keyword arguments a ``decomposable`` marker may carry (those of ``saved.Contract``).
-MARKER_KEYS = ("eps", "kappa", "gamma", "eta", "delta", "kappa_margin")
+MARKER_KEYS = ("eps", "kappa", "gamma", "eta", "delta", "kappa_margin", "bound")
 
 
 @dataclass
@@ -19,6 +19,7 @@ class TestState:
     engine_factory: Any  # () -> Engine, created on first use
     results: list[dict[str, Any]]
     user_properties: list[tuple[str, object]] = field(default_factory=list)
+    announce: Any = None  # (text) -> None: a line on the terminal, outside output capture
 
 
 current: ContextVar[TestState | None] = ContextVar("pytest_decompose_test", default=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import platform
 from typing import Any
 
@@ -28,34 +27,27 @@ def _resolve_contract(explicit: dict[str, Any], marker: dict[str, Any]) -> Any:
 
 def format_violation(report: Any, top: int = 5) -> str:
     """The failure message: every failed axis with its numbers, then the top counterexamples."""
-    from saved.contract import samples_needed
-
     contract = report.contract
     lines = [
         f"decomposition contract violated ({report.method}; |B| = {report.n_boundary} boundary "
         f"samples of {report.n_samples}):"
     ]
     if not report.semantic_holds:
+        other = "hoeffding" if contract.bound == "binomial" else "binomial"
         lines.append(
-            f"  semantic: Dis + h = {report.disagreement:.4f} + {report.hoeffding:.4f} = "
-            f"{report.semantic_bound:.4f} > eps = {contract.eps:g}"
+            f"  semantic: {report.bound_label} {report.semantic_bound:.4f} > eps = "
+            f"{contract.eps:g} (Dis {report.disagreement:.4f} = {report.n_counterexamples} of "
+            f"{report.n_boundary}; {other}: {report.bounds[other]:.4f})"
         )
-        if report.hoeffding >= contract.eps:
-            needed = samples_needed(contract.eps, contract.delta)
-            total = (
-                needed if contract.kappa_margin is not None else _total_for(needed, contract.kappa)
-            )
-            lines.append(
-                f"    the Hoeffding term alone ({report.hoeffding:.4f} for |B| = "
-                f"{report.n_boundary}) exceeds eps: too few boundary samples to ever pass; "
-                f"|B| >= {needed} is needed (about {total} samples at kappa = {contract.kappa:g})"
-            )
+        lines += _too_few_samples(report)
     if not report.structural_holds:
         lines.append(
             f"  structural: max overlap {report.max_overlap:.4f} > gamma = {contract.gamma:g}"
         )
     if not report.reduction_holds:
         lines.append(f"  reduction: min prune {report.min_prune:.4f} < eta = {contract.eta:g}")
+    if report.split is not None:
+        lines.append(f"samples: {report.split.describe()}")
     if report.counterexamples:
         lines.append(
             f"top counterexamples ({report.n_counterexamples} in all; index: original -> "
@@ -66,9 +58,45 @@ def format_violation(report: Any, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def _total_for(needed: int, kappa: float) -> int:
-    """The smallest n whose quantile boundary subset has at least ``needed`` samples."""
-    return math.ceil((needed - 0.5) / kappa)
+def _too_few_samples(report: Any) -> list[str]:
+    """When the bound, not Dis, is what failed — Dis is within eps, or even Dis = 0 could not
+    pass with this few boundary samples — the samples that would pass, under both bounds
+    (:func:`saved.plan_samples`). Empty otherwise."""
+    from dataclasses import replace
+
+    import saved
+    from saved.contract import upper_bound
+
+    contract = report.contract
+    if report.disagreement < contract.eps:
+        expected = report.disagreement
+        lines = [
+            f"    Dis is within eps but the data are too few to certify it at delta = "
+            f"{contract.delta:g}; to pass at Dis = {expected:.4f}:"
+        ]
+    elif upper_bound(0, report.n_boundary, contract.delta, contract.bound) > contract.eps:
+        expected = 0.0
+        lines = [
+            f"    too few boundary samples to ever pass: even Dis = 0 gives "
+            f"{upper_bound(0, report.n_boundary, contract.delta, contract.bound):.4f} for "
+            f"|B| = {report.n_boundary}; to pass at Dis = 0:"
+        ]
+    else:
+        return []
+    fraction = 0.5
+    if report.split is not None and report.split.mode == "held-out":
+        total = report.split.n_decomposition + report.split.n_evaluation
+        fraction = report.split.n_evaluation / total
+    for name in sorted(("binomial", "hoeffding"), key=lambda b: b != contract.bound):
+        plan = saved.plan_samples(
+            replace(contract, bound=name), expected, evaluation_fraction=fraction
+        )
+        lines.append(
+            f"      {name}: |B| >= {plan.n_boundary}, about {plan.n_samples} evaluated samples "
+            f"at kappa = {contract.kappa:g} ({plan.n_with_holdout} in all with "
+            f"{fraction:.2g} held out)"
+        )
+    return lines
 
 
 def assert_decomposable(
@@ -81,16 +109,26 @@ def assert_decomposable(
     *,
     delta: float | None = None,
     kappa_margin: float | None = None,
+    bound: str | None = None,
     method: str = "lbmask",
-    sparsity: float = 0.5,
+    sparsity: float | str = 0.5,
     labels: Any = None,
+    calibration: Any = None,
+    calibration_labels: Any = None,
+    evaluation_fraction: float = 0.5,
+    same_samples: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Decompose ``model`` on ``data`` and assert the contract; returns the ``ContractReport``.
+    """Decompose ``model`` and assert the contract on samples the decomposition never saw;
+    returns the ``ContractReport``.
 
-    Thresholds not given here come from the test's ``@pytest.mark.decomposable(...)`` marker,
-    then from the defaults (eps 0.1, kappa 0.2, gamma 0.5, eta 0.3, delta 0.05). Other keyword
-    arguments go to :func:`saved.decompose`.
+    By default a seeded, stratified ``evaluation_fraction`` of ``data`` is held out to certify
+    and the rest decomposes (:func:`saved.holdout`); ``calibration=`` decomposes on that data
+    and certifies on all of ``data``; ``same_samples=True`` is the paper's literal Algorithm 1
+    (labelled in the report; its bound is then not valid). Thresholds not given here come from
+    the test's ``@pytest.mark.decomposable(...)`` marker, then from the defaults (eps 0.1,
+    kappa 0.2, gamma 0.5, eta 0.3, delta 0.05, the binomial bound). Other keyword arguments go
+    to :func:`saved.decompose`.
 
     Raises:
         ContractViolation: an ``AssertionError`` naming each failed axis with its numbers and the
@@ -109,6 +147,7 @@ def assert_decomposable(
             "eta": eta,
             "delta": delta,
             "kappa_margin": kappa_margin,
+            "bound": bound,
         },
         marker,
     )
@@ -118,10 +157,39 @@ def assert_decomposable(
         from .engine import Engine
 
         engine = Engine()
-    decomposition = engine.decompose(
-        model, data, method=method, sparsity=sparsity, labels=labels, contract=contract, **kwargs
+    plan = saved.holdout(
+        model,
+        data,
+        labels,
+        calibration=calibration,
+        calibration_labels=calibration_labels,
+        evaluation_fraction=evaluation_fraction,
+        same_samples=same_samples,
+        seed=engine.seed,
+        device=engine.device,
     )
-    report = saved.evaluate(model, decomposition, data, contract, labels, device=engine.device)
+    announce = state.announce if state is not None else None
+    decomposition = engine.decompose(
+        model,
+        plan.decompose_data,
+        method=method,
+        sparsity=sparsity,
+        labels=plan.decompose_labels,
+        keep=plan.decompose_keep,
+        contract=contract,
+        announce=announce,
+        **kwargs,
+    )
+    report = saved.evaluate(
+        model,
+        decomposition,
+        data,
+        contract,
+        labels,
+        device=engine.device,
+        keep=plan.evaluate_keep,
+        split=plan.split,
+    )
     if state is not None:
         _record(state, report, engine)
     if not report.holds:
@@ -136,6 +204,7 @@ def _record(state: _session.TestState, report: Any, engine: Any) -> None:
         "nodeid": state.nodeid,
         "report": report.to_dict(),
         "seed": engine.seed,
+        "timing": dict(engine.last_timing),
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -149,7 +218,11 @@ def _record(state: _session.TestState, report: Any, engine: Any) -> None:
     for name, value in (
         ("holds", report.holds),
         ("disagreement", round(report.disagreement, 6)),
+        ("bound", report.contract.bound),
+        ("upper_bound", round(report.semantic_bound, 6)),
         ("hoeffding", round(report.hoeffding, 6)),
+        ("binomial", round(report.binomial, 6)),
+        ("samples", report.split.mode if report.split is not None else "unknown"),
         ("max_overlap", round(report.max_overlap, 6)),
         ("min_prune", round(report.min_prune, 6)),
         ("confusion_deviation", round(report.confusion_deviation, 6)),

@@ -9,8 +9,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ class Engine:
     device: str | None = None
     seed: int = 0
     stats: CacheStats = field(default_factory=CacheStats)
+    #: seconds and estimate of the last decompose call (``cached`` when read from the cache)
+    last_timing: dict[str, Any] = field(default_factory=dict)
 
     def cache_key(
         self, model: nn.Module, data: object, labels: object, settings: dict[str, Any]
@@ -71,15 +74,43 @@ class Engine:
             json.dumps(material, sort_keys=True, default=str).encode()
         ).hexdigest()
 
-    def decompose(self, model: nn.Module, data: object, **kwargs: Any) -> saved.Decomposition:
-        """:func:`saved.decompose` with this session's seed and device, through the cache."""
+    def decompose(
+        self,
+        model: nn.Module,
+        data: object,
+        *,
+        announce: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> saved.Decomposition:
+        """:func:`saved.decompose` with this session's seed and device, through the cache.
+
+        ``announce(text)`` is told the time estimate of a decomposition that will take more
+        than a minute, before it starts.
+        """
         kwargs.setdefault("seed", self.seed)
         kwargs.setdefault("device", self.device)
         kwargs.setdefault("progress", False)
-        if self.cache_dir is None:
+        self.last_timing = {"cached": True}
+
+        def estimated(estimate: Any) -> None:
+            self.last_timing["estimate"] = round(estimate.total, 1)
+            if announce is not None and estimate.total > 60:
+                announce(f"pytest-decompose: decomposing, {estimate.describe()}")
+
+        def compute() -> saved.Decomposition:
+            started = time.perf_counter()
+            decomposition = saved.decompose(model, data, on_estimate=estimated, **kwargs)
+            self.last_timing.update(cached=False, seconds=round(time.perf_counter() - started, 1))
             self.stats.trained += 1
-            return saved.decompose(model, data, **kwargs)
-        settings = {k: v for k, v in kwargs.items() if k not in ("progress", "labels", "device")}
+            return decomposition
+
+        if self.cache_dir is None:
+            return compute()
+        settings = {
+            k: _digest_of(v) if isinstance(v, torch.Tensor) else v
+            for k, v in kwargs.items()
+            if k not in ("progress", "labels", "device")
+        }
         key = self.cache_key(model, data, kwargs.get("labels"), settings)
         path = self.cache_dir / f"{key}.safetensors"
         with self._locked(key):
@@ -97,8 +128,7 @@ class Engine:
                     return decomposition
             elif path.exists():
                 self.stats.refreshed += 1
-            decomposition = saved.decompose(model, data, **kwargs)
-            self.stats.trained += 1
+            decomposition = compute()
             decomposition.save(path)  # atomic: written aside, then renamed
             return decomposition
 
@@ -115,3 +145,11 @@ class Engine:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _digest_of(tensor: torch.Tensor) -> str:
+    """A tensor argument (the ``keep`` mask) in a cache key: its content, not its repr."""
+    data = tensor.detach().cpu().contiguous()
+    return hashlib.sha256(
+        f"{data.dtype}|{tuple(data.shape)}|".encode() + data.numpy().tobytes()
+    ).hexdigest()

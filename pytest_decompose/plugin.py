@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Generator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         marker=marker,
         engine_factory=lambda: _engine(item.config),
         results=item.config.stash[RESULTS],
+        announce=lambda text: _announce(item.config, text),
     )
     token = _session.current.set(state)
     try:
@@ -118,6 +120,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     finally:
         _session.current.reset(token)
         item.user_properties.extend(state.user_properties)
+
+
+def _announce(config: pytest.Config, text: str) -> None:
+    """A line on the terminal now, during the test, past output capture (the time estimate
+    of a long decomposition, so nobody wonders whether the run hangs)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    context = capture.global_and_fixture_disabled() if capture is not None else nullcontext()
+    with context:
+        reporter.ensure_newline()
+        reporter.write_line(text)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -197,11 +212,18 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         report = entry["report"]
         verdicts = report["verdicts"]
         verdict = "holds" if verdicts["holds"] else "FAILS"
+        timing = entry.get("timing", {})
+        took = ""
+        if timing.get("seconds", 0) > 60:  # a long decomposition: say how long, and how good
+            took = f"; decomposed in {timing['seconds'] / 60:.1f} min"  # the estimate was
+            if "estimate" in timing:
+                took += f" (estimated {timing['estimate'] / 60:.1f})"
         write(
-            f"{verdict:5s} {entry['nodeid']} [{report['method']}] Dis+h "
+            f"{verdict:5s} {entry['nodeid']} [{report['method']}] Dis "
+            f"{report['disagreement']:.4f}, {verdicts.get('bound', 'hoeffding')} upper "
             f"{verdicts['semantic_bound']:.4f} (eps {report['contract']['eps']:g}), overlap "
             f"{verdicts['max_overlap']:.4f} (gamma {report['contract']['gamma']:g}), min prune "
-            f"{verdicts['min_prune']:.4f} (eta {report['contract']['eta']:g})"
+            f"{verdicts['min_prune']:.4f} (eta {report['contract']['eta']:g}){took}"
         )
     stats = _stats(config)
     if stats:

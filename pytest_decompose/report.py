@@ -38,6 +38,29 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _certificate_html(report: dict[str, Any]) -> str:
+    """What certified the verdict: the samples used, and when only the bound failed, how many
+    samples would pass (the same lines as the failure message)."""
+    from saved import ContractReport
+
+    from .assertions import _too_few_samples
+
+    parsed = ContractReport.from_dict(report)
+    parts = []
+    if parsed.split is not None:
+        parts.append(f"<p class='samples'>samples: {html.escape(parsed.split.describe())}</p>")
+    plan = _too_few_samples(parsed) if not parsed.semantic_holds else []
+    if plan:
+        lines = "<br>".join(html.escape(line.strip()) for line in plan)
+        parts.append(f"<p class='plan'>{lines}</p>")
+    return "".join(parts)
+
+
+def _other_bound(verdicts: dict[str, Any]) -> str:
+    other = "hoeffding" if verdicts["bound"] == "binomial" else "binomial"
+    return f"{other}: {_fmt(verdicts['bounds'][other])}"
+
+
 def _histogram_svg(report: dict[str, Any]) -> str:
     hist = report["extra"].get("margin_histogram")
     if not hist:
@@ -122,8 +145,9 @@ def render_html(document: dict[str, Any]) -> str:
         name = html.escape(entry["nodeid"])
         rows.append(
             f'<tr class="{status}"><td>{name}</td><td>{html.escape(report["method"])}</td>'
-            f"<td>{_fmt(report['disagreement'])} + {_fmt(report['hoeffding'])} = "
-            f"{_fmt(verdicts['semantic_bound'])} (&le; {contract['eps']:g})</td>"
+            f"<td>{_fmt(report['disagreement'])} &rarr; {_fmt(verdicts['semantic_bound'])} "
+            f"{html.escape(verdicts['bound'])} (&le; {contract['eps']:g}; "
+            f"{_other_bound(verdicts)})</td>"
             f"<td>{_fmt(verdicts['max_overlap'])} (&le; {contract['gamma']:g})</td>"
             f"<td>{_fmt(verdicts['min_prune'])} (&ge; {contract['eta']:g})</td>"
             f"<td>{_fmt(report['confusion_deviation'])}</td><td>{report['n_boundary']}</td>"
@@ -135,7 +159,8 @@ def render_html(document: dict[str, Any]) -> str:
             for c in report["counterexamples"][:5]
         )
         sections.append(
-            f"<section><h2>{name}</h2><div class='plots'>{_histogram_svg(report)}"
+            f"<section><h2>{name}</h2>{_certificate_html(report)}"
+            f"<div class='plots'>{_histogram_svg(report)}"
             f"{_class_bars_svg(report)}{_overlap_svg(report)}</div>"
             + (
                 "<table><tr><th>index</th><th>y(x)</th><th>y_dec(x)</th><th>margin</th></tr>"
@@ -159,7 +184,8 @@ tr.holds td:last-child {{ color: #2e7d32; }} tr.fails td:last-child {{ color: #c
 <h1>Decomposition contracts</h1>
 <p>{len(document["results"])} checks; python {html.escape(document["python"])};
 cache: {cache.get("hits", 0)} hits, {cache.get("trained", 0)} computed.</p>
-<table id="summary"><tr><th>test</th><th>method</th><th>Dis + h</th><th>max overlap</th>
+<table id="summary"><tr><th>test</th><th>method</th><th>Dis &rarr; upper bound</th>
+<th>max overlap</th>
 <th>min prune</th><th>confusion dev.</th><th>|B|</th><th>verdict</th></tr>
 {"".join(rows)}</table>
 {"".join(sections)}

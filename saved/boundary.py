@@ -51,6 +51,7 @@ __all__ = [
     "BoundaryConfig",
     "BoundarySet",
     "calibration_set",
+    "calibration_sources",
     "concrete_config",
     "mine_boundary",
 ]
@@ -175,6 +176,13 @@ def calibration_set(data: Inputs, boundary: BoundarySet, model: nn.Module) -> In
     """``S ∪ boundary points``, in the perturbed form (embeddings for text), without labels."""
     form = continuous_form(model, data)
     return form.inputs.without_labels().concat(boundary.points())
+
+
+def calibration_sources(num_samples: int, boundary: BoundarySet) -> Tensor:
+    """For each row of :func:`calibration_set`, the index of the data sample it comes from:
+    the samples themselves, then the attacked sample of each boundary point."""
+    refined = boundary.source[boundary.refined]
+    return torch.cat([torch.arange(num_samples), refined, refined])
 
 
 # --------------------------------------------------------------------------- helpers

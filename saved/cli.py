@@ -2,8 +2,11 @@
 
     saved demo                      a digits MLP through the whole SAVED pipeline
     saved check module:function     decompose and check your model; the function returns
-                                    (model, data) or (model, data, labels)
+                                    (model, data), (model, data, labels) or
+                                    (model, data, labels, calibration)
     saved report FILE.json          render a stored report
+    saved plan --eps 0.1 --expected-dis 0.02
+                                    how many samples a contract needs to be able to pass
 
 ``check`` and ``report`` exit with 0 when the contract holds and 1 when it fails; errors print
 one line and exit with 2 (``--debug`` shows the traceback).
@@ -18,6 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ def _contract_from(args: argparse.Namespace) -> Any:
         eta=args.eta,
         delta=args.delta,
         kappa_margin=args.kappa_margin,
+        bound=args.bound,
     )
 
 
@@ -57,29 +62,47 @@ def _write_outputs(report: Any, args: argparse.Namespace, console: Console) -> N
 
 
 def _run_check(
-    model: Any, data: Any, labels: Any, args: argparse.Namespace, console: Console
-) -> int:
-    from .pipeline import decompose, evaluate
+    model: Any,
+    data: Any,
+    labels: Any,
+    args: argparse.Namespace,
+    console: Console,
+    calibration: Any = None,
+) -> Any:
+    from .pipeline import check
 
     contract = _contract_from(args)
     started = time.perf_counter()
-    decomposition = decompose(
+    report = check(
         model,
         data,
+        labels=labels,
+        calibration=calibration,
+        evaluation_fraction=args.evaluation_fraction,
+        same_samples=args.same_samples,
         method=args.method,
         contract=contract,
-        sparsity=args.sparsity,
+        sparsity=_sparsity(args.sparsity),
         alpha=args.alpha,
-        labels=labels,
         device=args.device,
         seed=args.seed,
         progress=not args.quiet,
     )
-    report = evaluate(model, decomposition, data, contract, labels, device=args.device)
     console.print(report)
     _write_outputs(report, args, console)
     console.print(f"[dim]decomposed and checked in {time.perf_counter() - started:.1f} s[/dim]")
-    return 0 if report.holds else 1
+    return report
+
+
+def _sparsity(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"--sparsity: expected a number in (0, 1) or 'auto', got {text!r}"
+        ) from None
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
@@ -96,12 +119,14 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         f"(accuracy {accuracy:.3f}, {time.perf_counter() - started:.1f} s); "
         f"decomposing with {args.method} at sparsity {args.sparsity}"
     )
-    _run_check(model, x, y, args, console)
+    report = _run_check(model, x, y, args, console)
+    if report.split is not None:
+        console.print(f"samples: {report.split.describe()}")
     console.print(f"[dim]demo done in {time.perf_counter() - started:.1f} s[/dim]")
     return 0  # a demonstration: the verdict is the output, not the exit status
 
 
-def _load_target(target: str) -> tuple[Any, Any, Any]:
+def _load_target(target: str) -> tuple[Any, Any, Any, Any]:
     module_name, _, function_name = target.partition(":")
     if not module_name or not function_name:
         raise UsageError(f"expected module:function, got {target!r}")
@@ -114,16 +139,21 @@ def _load_target(target: str) -> tuple[Any, Any, Any]:
     if not callable(function):
         raise UsageError(f"{module_name!r} has no function {function_name!r}")
     result = function()
-    if not isinstance(result, tuple) or len(result) not in (2, 3):
-        raise UsageError(f"{target} must return (model, data) or (model, data, labels)")
+    if not isinstance(result, tuple) or len(result) not in (2, 3, 4):
+        raise UsageError(
+            f"{target} must return (model, data), (model, data, labels) or "
+            "(model, data, labels, calibration)"
+        )
     model, data, *rest = result
-    return model, data, rest[0] if rest else None
+    rest += [None] * (2 - len(rest))
+    return model, data, rest[0], rest[1]
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
     _contract_from(args)  # validate thresholds before any import of the user's code
-    model, data, labels = _load_target(args.target)
-    return _run_check(model, data, labels, args, console)
+    model, data, labels, calibration = _load_target(args.target)
+    report = _run_check(model, data, labels, args, console, calibration)
+    return 0 if report.holds else 1
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
@@ -137,6 +167,29 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     console.print(report)
     _write_outputs(report, args, console)
     return 0 if report.holds else 1
+
+
+def _plan(args: argparse.Namespace, console: Console) -> int:
+    """Samples a contract needs, under the chosen bound and the other one."""
+    from .contract import BOUNDS, plan_samples
+
+    contract = _contract_from(args)
+    console.print(
+        f"to pass eps = {contract.eps:g} at delta = {contract.delta:g} when the true boundary "
+        f"disagreement is {args.expected_dis:g} (kappa = {contract.kappa:g}):"
+    )
+    for name in sorted(BOUNDS, key=lambda b: b != contract.bound):
+        plan = plan_samples(
+            replace(contract, bound=name),
+            args.expected_dis,
+            evaluation_fraction=args.evaluation_fraction,
+        )
+        chosen = " (chosen)" if name == contract.bound else ""
+        console.print(
+            f"  {name}{chosen}: |B| >= {plan.n_boundary}, {plan.n_samples} evaluated samples, "
+            f"{plan.n_with_holdout} in all with {args.evaluation_fraction:g} held out"
+        )
+    return 0
 
 
 def _add_outputs(parser: argparse.ArgumentParser) -> None:
@@ -153,9 +206,29 @@ def _add_contract(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kappa-margin", type=float, default=None, help="absolute margin instead")
     group.add_argument("--gamma", type=float, default=0.5, help="max overlap (default 0.5)")
     group.add_argument("--eta", type=float, default=0.3, help="min prune (default 0.3)")
-    group.add_argument("--delta", type=float, default=0.05, help="Hoeffding delta (default 0.05)")
+    group.add_argument("--delta", type=float, default=0.05, help="bound's delta (default 0.05)")
+    group.add_argument(
+        "--bound",
+        choices=("binomial", "hoeffding"),
+        default="binomial",
+        help="upper confidence bound of Dis: exact Clopper-Pearson (default) or Dis + h",
+    )
+    group.add_argument(
+        "--evaluation-fraction",
+        type=float,
+        default=0.5,
+        help="share of the data held out to certify (default 0.5)",
+    )
     group.add_argument("--method", choices=sorted(METHODS), default="lbmask")
-    group.add_argument("--sparsity", type=float, default=0.5, help="target sparsity (default 0.5)")
+    group.add_argument(
+        "--sparsity", default="0.5", help="target sparsity in (0, 1), or auto (default 0.5)"
+    )
+    group.add_argument(
+        "--same-samples",
+        action="store_true",
+        help="the paper's Algorithm 1: decompose and certify on the same samples (the bound "
+        "is then not valid)",
+    )
     group.add_argument(
         "--alpha", type=float, default=0.0, help="LBMask init, 0 uniform..1 magnitude"
     )
@@ -181,6 +254,19 @@ def _parser() -> argparse.ArgumentParser:
     _add_contract(check)
     _add_outputs(check)
     check.set_defaults(run=_check)
+    plan = sub.add_parser("plan", help="samples a contract needs to be able to pass")
+    plan.add_argument("--eps", type=float, default=0.1)
+    plan.add_argument("--kappa", type=float, default=0.2)
+    plan.add_argument("--kappa-margin", type=float, default=None)
+    plan.add_argument("--delta", type=float, default=0.05)
+    plan.add_argument("--gamma", type=float, default=0.5)
+    plan.add_argument("--eta", type=float, default=0.3)
+    plan.add_argument("--bound", choices=("binomial", "hoeffding"), default="binomial")
+    plan.add_argument(
+        "--expected-dis", type=float, default=0.0, help="expected boundary disagreement"
+    )
+    plan.add_argument("--evaluation-fraction", type=float, default=0.5)
+    plan.set_defaults(run=_plan)
     report = sub.add_parser("report", help="render a stored JSON report")
     report.add_argument("file")
     _add_outputs(report)

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
 
+#: How the semantic axis turns the measured Dis into an upper confidence bound.
+Bound = Literal["binomial", "hoeffding"]
+BOUNDS: tuple[str, ...] = get_args(Bound)
+
 __all__ = [
+    "BOUNDS",
+    "Bound",
     "Contract",
+    "SamplePlan",
     "boundary_size",
     "boundary_subset",
+    "clopper_pearson_upper",
     "component_sizes",
     "confusion_deviation",
     "disagreement",
@@ -28,7 +36,10 @@ __all__ = [
     "logit_margins",
     "max_pairwise_overlap",
     "per_class_disagreement",
+    "per_class_upper_bounds",
+    "plan_samples",
     "samples_needed",
+    "upper_bound",
 ]
 
 
@@ -60,13 +71,18 @@ class Contract:
     """The thresholds a decomposition must meet; every axis must hold at once.
 
     Args:
-        eps: bound on boundary disagreement plus the Hoeffding term, ``Dis + h <= eps``; in (0, 1].
+        eps: bound on the upper confidence limit of the boundary disagreement (``Dis + h`` for
+            ``bound="hoeffding"``, the Clopper–Pearson limit for ``"binomial"``); in (0, 1].
         kappa: the boundary as a margin *quantile*: the ``kappa`` fraction of lowest-margin
             samples forms ``B``; in (0, 1]. Ignored when ``kappa_margin`` is given.
         gamma: bound on the largest pairwise Jaccard overlap of component supports; in [0, 1].
         eta: every component must prune at least this fraction of units; in [0, 1].
-        delta: failure probability of the Hoeffding bound; in (0, 1).
+        delta: failure probability of the bound; in (0, 1).
         kappa_margin: an absolute margin threshold ``B = {x : m(x) <= kappa_margin}``; >= 0.
+        bound: ``"binomial"`` (default; the exact Clopper–Pearson upper limit) or
+            ``"hoeffding"`` (the paper's ``Dis + sqrt(ln(2/delta) / (2n))``). Both hold with
+            probability at least ``1 - delta`` for samples independent of the decomposition;
+            the binomial one is never looser (docs/DECISIONS.md).
     """
 
     eps: float = 0.1
@@ -75,8 +91,11 @@ class Contract:
     eta: float = 0.3
     delta: float = 0.05
     kappa_margin: float | None = None
+    bound: Bound = "binomial"
 
     def __post_init__(self) -> None:
+        if self.bound not in BOUNDS:
+            raise ValueError(f"bound: expected one of {BOUNDS}, got {self.bound!r}")
         object.__setattr__(self, "eps", _check_unit_interval("eps", self.eps, low_open=True))
         object.__setattr__(self, "kappa", _check_unit_interval("kappa", self.kappa, low_open=True))
         object.__setattr__(self, "gamma", _check_unit_interval("gamma", self.gamma))
@@ -90,7 +109,7 @@ class Contract:
                 raise ValueError(f"kappa_margin: expected a margin >= 0, got {self.kappa_margin!r}")
             object.__setattr__(self, "kappa_margin", margin)
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
@@ -258,11 +277,129 @@ def hoeffding_radius(n: int, delta: float = 0.05) -> float:
     return math.sqrt(math.log(2.0 / delta) / (2.0 * n))
 
 
-def samples_needed(eps: float, delta: float = 0.05) -> int:
-    """The smallest ``n`` with ``hoeffding_radius(n, delta) < eps``: fewer can never pass."""
+def clopper_pearson_upper(disagreements: int, n: int, delta: float = 0.05) -> float:
+    """Exact (Clopper–Pearson) upper confidence limit of a binomial rate.
+
+    With ``k`` disagreements among ``n`` independent boundary samples, the upper limit of the
+    two-sided ``1 - delta`` interval, ``Beta(1 - delta/2; k + 1, n - k)`` (1 when ``k = n``):
+    the same confidence the paper's two-sided Hoeffding term ``sqrt(ln(2/delta) / (2n))`` uses,
+    and valid for every ``n``. For 0 of 200 it is 0.0183 where ``Dis + h`` is 0.0960.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a sample count >= 1, got {n!r}")
+    k = disagreements
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
+        raise ValueError(f"disagreements: expected an integer in [0, {n}], got {k!r}")
+    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
+    if k == n:
+        return 1.0
+    from scipy.stats import beta
+
+    return float(beta.ppf(1.0 - delta / 2.0, k + 1, n - k))
+
+
+def upper_bound(
+    disagreements: int, n: int, delta: float = 0.05, bound: Bound = "binomial"
+) -> float:
+    """The upper confidence limit of the boundary disagreement that the semantic axis compares
+    with ``eps``: the paper's ``Dis + h`` (``"hoeffding"``; it can exceed 1 for small ``n``) or
+    the Clopper–Pearson limit (``"binomial"``)."""
+    if bound == "hoeffding":
+        if isinstance(disagreements, bool) or not isinstance(disagreements, int):
+            raise ValueError(f"disagreements: expected an integer, got {disagreements!r}")
+        if not 0 <= disagreements <= n:
+            raise ValueError(f"disagreements: expected an integer in [0, {n}], got {disagreements}")
+        return disagreements / n + hoeffding_radius(n, delta)
+    if bound == "binomial":
+        return clopper_pearson_upper(disagreements, n, delta)
+    raise ValueError(f"bound: expected one of {BOUNDS}, got {bound!r}")
+
+
+def per_class_upper_bounds(
+    reference: Tensor, decomposed: Tensor, num_classes: int, delta: float, bound: Bound
+) -> list[float | None]:
+    """An upper limit on each class's boundary disagreement, all holding *together* with
+    probability at least ``1 - delta``: each class gets ``delta / m`` (Bonferroni over the
+    ``m`` classes present), so the worst class is bounded, not only estimated. ``None`` for a
+    class with no boundary sample."""
+    _check_predictions(reference, decomposed)
+    counts = torch.bincount(reference, minlength=num_classes)
+    wrong = torch.bincount(reference[reference != decomposed], minlength=num_classes)
+    present = int((counts > 0).sum())
+    share = delta / max(present, 1)
+    return [
+        upper_bound(int(w), int(c), share, bound) if c > 0 else None
+        for c, w in zip(counts.tolist(), wrong.tolist(), strict=True)
+    ]
+
+
+def samples_needed(
+    eps: float, delta: float = 0.05, *, expected_dis: float = 0.0, bound: Bound = "hoeffding"
+) -> int:
+    """The smallest ``|B|`` at which a decomposition whose true boundary disagreement is
+    ``expected_dis`` can pass: its upper bound at ``round(expected_dis * |B|)`` disagreements
+    is ``<= eps``. With ``expected_dis = 0`` and ``"hoeffding"``: the smallest ``n`` with
+    ``h(n) <= eps``; fewer samples can never pass, whatever the decomposition.
+
+    Raises:
+        ValueError: when ``expected_dis >= eps`` (no sample size passes).
+    """
     eps = _check_unit_interval("eps", eps, low_open=True)
     delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
-    return math.floor(math.log(2.0 / delta) / (2.0 * eps * eps)) + 1
+    expected = _check_unit_interval("expected_dis", expected_dis)
+    if expected >= eps:
+        raise ValueError(
+            f"expected_dis: {expected_dis!r} is not below eps = {eps:g}; no sample size passes"
+        )
+    if bound == "hoeffding":
+        if expected == 0:
+            return math.ceil(math.log(2.0 / delta) / (2.0 * eps * eps) - 1e-9)
+        n = math.ceil(math.log(2.0 / delta) / (2.0 * (eps - expected) ** 2))
+    elif bound != "binomial":
+        raise ValueError(f"bound: expected one of {BOUNDS}, got {bound!r}")
+    else:
+        n = 1
+    # the count rounds, so the bound is not monotone in n: step up to the first n that passes
+    while upper_bound(round(expected * n), n, delta, bound) > eps:
+        n = n + 1 if n < 64 else math.ceil(n * 1.01)
+    while n > 1 and upper_bound(round(expected * (n - 1)), n - 1, delta, bound) <= eps:
+        n -= 1
+    return n
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """How many samples a contract needs to be able to pass (:func:`plan_samples`)."""
+
+    bound: str
+    n_boundary: int  # |B|
+    n_samples: int  # evaluated samples giving that |B| at kappa
+    n_with_holdout: int | None  # all samples, when a share goes to decomposition
+
+
+def plan_samples(
+    contract: Contract, expected_dis: float = 0.0, *, evaluation_fraction: float | None = 0.5
+) -> SamplePlan:
+    """Samples needed so that a decomposition whose true boundary disagreement is
+    ``expected_dis`` can pass ``contract``'s semantic axis.
+
+    ``n_samples`` are the *evaluated* samples (|B| of them fall below the kappa quantile);
+    ``n_with_holdout`` the data to pass when ``evaluation_fraction`` of it is held out for
+    certification (the default of ``saved.check`` and ``assert_decomposable``).
+    """
+    n_boundary = samples_needed(
+        contract.eps, contract.delta, expected_dis=expected_dis, bound=contract.bound
+    )
+    if contract.kappa_margin is not None:
+        n_samples = n_boundary  # an absolute margin: |B| depends on the model, not on n
+    else:
+        n_samples = math.ceil((n_boundary - 0.5) / contract.kappa)
+        while boundary_size(n_samples, contract.kappa) < n_boundary:
+            n_samples += 1
+    total = None
+    if evaluation_fraction is not None:
+        total = math.ceil(n_samples / evaluation_fraction)
+    return SamplePlan(contract.bound, n_boundary, n_samples, total)
 
 
 # --------------------------------------------------------------------------- structural axis

@@ -55,7 +55,7 @@ class Decomposition:
     components: ClassComponents
     masks: Tensor  # [K, N] bool
     method: str = "lbmask"
-    sparsity: float = 0.5
+    sparsity: float | list[float] = 0.5  # one per component with sparsity="auto"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

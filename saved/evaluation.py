@@ -17,8 +17,10 @@ from .contract import (
     jaccard_overlap,
     logit_margins,
     per_class_disagreement,
+    per_class_upper_bounds,
+    upper_bound,
 )
-from .report import ClassRow, ContractReport, Counterexample
+from .report import ClassRow, ContractReport, Counterexample, SampleSplit
 
 __all__ = ["assess"]
 
@@ -32,6 +34,7 @@ def assess(
     labels: Tensor | None = None,
     unit_weights: Tensor | None = None,
     method: str = "unknown",
+    split: SampleSplit | None = None,
 ) -> ContractReport:
     """Check every axis of ``contract`` from the reference logits and decomposed predictions.
 
@@ -43,6 +46,7 @@ def assess(
         labels: optional ``[n]`` ground-truth labels (used by the confusion deviation).
         unit_weights: optional ``[N]`` weights turning unit counts into weighted sizes.
         method: the name shown in the report.
+        split: which samples decomposed and which are evaluated here (shown in the report).
     """
     if not isinstance(contract, Contract):
         raise TypeError(f"contract: expected a saved.Contract, got {type(contract).__name__}")
@@ -69,12 +73,14 @@ def assess(
     labels_b = labels[boundary] if labels is not None else None
 
     per_class = per_class_disagreement(ref_b, dec_b, num_classes)
+    uppers = per_class_upper_bounds(ref_b, dec_b, num_classes, contract.delta, contract.bound)
     counts = torch.bincount(ref_b, minlength=num_classes)
     rows = [
-        ClassRow(k, int(counts[k]), None if math.isnan(rate) else rate)
-        for k, rate in enumerate(per_class.tolist())
+        ClassRow(k, int(counts[k]), None if math.isnan(rate) else rate, upper)
+        for k, (rate, upper) in enumerate(zip(per_class.tolist(), uppers, strict=True))
     ]
     wrong = boundary[ref_b != dec_b]  # already in margin order
+    n_boundary = int(boundary.numel())
     counterexamples = [
         Counterexample(
             index=int(i),
@@ -94,10 +100,11 @@ def assess(
         contract=contract,
         method=method,
         n_samples=n,
-        n_boundary=int(boundary.numel()),
+        n_boundary=n_boundary,
         boundary_margin=float(margins[boundary].max()),
         disagreement=disagreement(ref_b, dec_b),
-        hoeffding=hoeffding_radius(int(boundary.numel()), contract.delta),
+        hoeffding=hoeffding_radius(n_boundary, contract.delta),
+        binomial=upper_bound(int(wrong.numel()), n_boundary, contract.delta, "binomial"),
         global_disagreement=disagreement(reference, decomposed),
         overlap=overlap.tolist(),
         sizes=component_sizes(supports, unit_weights).tolist(),
@@ -105,5 +112,6 @@ def assess(
         per_class=rows,
         counterexamples=counterexamples,
         n_counterexamples=int(wrong.numel()),
+        split=split,
         extra={"margin_histogram": histogram},
     )

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
+from rich.console import Console
 from torch import Tensor, nn
 
 from ._hashing import inputs_digest
@@ -15,6 +17,7 @@ from .adapters import (
     DEFAULT_BATCH_SIZE,
     STREAM_BATCHES,
     Batch,
+    Inputs,
     iter_inputs,
     match_dtype,
     on_device,
@@ -22,14 +25,23 @@ from .adapters import (
     resolve_device,
     sample_inputs,
 )
+from .adaptive import adaptive_sparsity
 from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
-from .boundary import BoundaryConfig, BoundarySet, calibration_set, mine_boundary
+from .boundary import (
+    BoundaryConfig,
+    BoundarySet,
+    calibration_set,
+    calibration_sources,
+    mine_boundary,
+)
 from .components import Aggregator, ClassComponents
 from .contract import Contract
 from .decomposition import Decomposition
+from .estimate import Estimate, estimate_seconds
 from .evaluation import assess
-from .lbmask import LBMaskConfig, learn_masks
-from .report import ContractReport
+from .holdout import holdout
+from .lbmask import LBMaskConfig, train_masks
+from .report import ContractReport, SampleSplit
 from .units import MaskSpace, UnitSpace
 from .weights import WeightSpace
 
@@ -64,7 +76,7 @@ def decompose(
     *,
     method: Method | str = "lbmask",
     contract: Contract | None = None,
-    sparsity: float = 0.5,
+    sparsity: float | Literal["auto"] = 0.5,
     alpha: float = 0.0,
     labels: object = None,
     device: torch.device | str | None = None,
@@ -77,6 +89,9 @@ def decompose(
     batch_size: int = DEFAULT_BATCH_SIZE,
     mined: BoundarySet | None = None,
     max_samples: int = 10_000,
+    keep: Tensor | None = None,
+    time_budget: float | None = None,
+    on_estimate: Callable[[Estimate], None] | None = None,
 ) -> Decomposition:
     """Split ``model`` into class-wise components (SAVED Phases 1-3).
 
@@ -88,7 +103,11 @@ def decompose(
         method: one of :data:`METHODS`.
         contract: recorded with the decomposition (the thresholds are applied by
             :func:`evaluate`).
-        sparsity: the target fraction of units each component drops, in (0, 1).
+        sparsity: the target fraction of units each component drops, in (0, 1); or
+            ``"auto"`` (LBMask only): masks are learned at ``lbmask.sparsity`` and each
+            component then gets the largest sparsity >= ``contract.eta`` that keeps the
+            disagreement on held-out calibration samples within ``contract.eps / 2``
+            (:mod:`saved.adaptive`).
         alpha: LBMask initialisation, 0 uniform (default) to 1 magnitude prior.
         boundary, lbmask: full settings of mining and mask learning; ``sparsity``/``alpha``
             given here take precedence over ``lbmask``'s.
@@ -98,16 +117,37 @@ def decompose(
         max_samples: decomposition uses at most this many samples of ``data`` (a seeded
             uniform sample; a DataLoader is read in one pass, never held whole). Mining and
             mask learning need the boundary's neighbourhood, not every sample; the contract
-            is then checked on all of the data by :func:`evaluate`.
+            is then checked by :func:`evaluate` — on samples it did not use, when the
+            data came from :func:`saved.holdout`.
+        keep: a boolean mask over the samples of ``data``: decompose on those only (the
+            decomposition part of :func:`saved.holdout`).
+        time_budget: seconds for the whole call; mask learning stops (keeping its best
+            masks so far) when the rest would overrun it. Mining is not interrupted.
+        on_estimate: called with the :class:`saved.estimate.Estimate` before the long work
+            starts; with ``progress`` the estimate is also printed (on stderr) when it is
+            10 s or more.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
     config = lbmask or LBMaskConfig()
-    config = dataclasses.replace(config, sparsity=sparsity, alpha=alpha)
+    if METHODS[method] == "weights" and lbmask is None:
+        # per-weight masks keep each weight tensor's share, like the paper's unstructured
+        # baselines; one quota across all weights of the model is not what they compare with
+        config = dataclasses.replace(config, allocation="group")
+    adaptive = sparsity == "auto"
+    if adaptive and not method.startswith("lbmask"):
+        raise ValueError(f"sparsity: 'auto' needs learned masks (lbmask), not {method!r}")
+    if sparsity != "auto":
+        config = dataclasses.replace(config, sparsity=sparsity)
+    config = dataclasses.replace(config, alpha=alpha)
     contract = contract or Contract()
-    inputs = match_dtype(sample_inputs(data, labels, max_samples=max_samples, seed=seed), model)
+    inputs = match_dtype(
+        sample_inputs(data, labels, max_samples=max_samples, seed=seed, keep=keep), model
+    )
     run_on = resolve_device(model, device)
+    started = time.perf_counter()
     reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
+    per_sample = (time.perf_counter() - started) / len(inputs)
     labels_seen = inputs.labels
     if labels_seen is not None and (
         int(labels_seen.min()) < 0 or int(labels_seen.max()) >= reference.shape[1]
@@ -121,12 +161,25 @@ def decompose(
         else UnitSpace.of(model, example)
     )
     k = components.num_components
-    calibration = inputs
+    calibration, sources = inputs, None
     if mined is not None and (len(mined) and int(mined.source.max()) >= len(inputs)):
         raise ValueError(
             f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
             f"but the data has {len(inputs)}; mine it on the same data"
         )
+    estimate = estimate_seconds(
+        per_sample,
+        len(inputs),
+        k,
+        config,
+        boundary,
+        mining=method in _NEEDS_CALIBRATION and mined is None,
+        learning=method.startswith("lbmask"),
+    )
+    if on_estimate is not None:
+        on_estimate(estimate)
+    if progress and estimate.total >= 10:
+        Console(stderr=True).print(f"[dim]decompose ({method}): {estimate.describe()}[/dim]")
     if method in _NEEDS_CALIBRATION and mined is None:
         mined = mine_boundary(
             model,
@@ -137,10 +190,16 @@ def decompose(
             seed=seed,
             progress=progress,
         )
-    if method in _NEEDS_CALIBRATION and mined is not None:
-        calibration = calibration_set(inputs, mined, model) if bool(mined.refined.any()) else inputs
+    if method in _NEEDS_CALIBRATION and mined is not None and bool(mined.refined.any()):
+        calibration = calibration_set(inputs, mined, model)
+        sources = calibration_sources(len(inputs), mined)
+    training: dict[str, Any] = {}
+    if time_budget is not None:
+        left = time_budget - (time.perf_counter() - started)
+        budget = max(left, 1e-3) if config.time_budget is None else min(left, config.time_budget)
+        config = dataclasses.replace(config, time_budget=max(budget, 1e-3))
     if method.startswith("lbmask"):
-        logits = learn_masks(
+        run = train_masks(
             model,
             calibration,
             components,
@@ -149,13 +208,31 @@ def decompose(
             seed=seed,
             device=run_on,
             progress=progress,
+            sources=sources,
         )
-        masks = space.binarise(logits, sparsity)
+        training = run.summary()
+        rates: float | list[float] = config.sparsity
+        if adaptive:
+            rates = adaptive_sparsity(
+                model,
+                space,
+                components,
+                run.logits,
+                _held_out_samples(calibration, len(inputs), run.validation_rows),
+                contract,
+                allocation=config.allocation,
+                device=run_on,
+            )
+        masks = space.binarise(run.logits, rates, config.allocation)
     else:
         context = MaskContext(model, calibration, components, run_on, batch_size)
-        masks = _BASELINES[method](space, k, sparsity, seed=seed, context=context)
+        rates = float(sparsity)
+        masks = _BASELINES[method](space, k, rates, seed=seed, context=context)
     metadata: dict[str, Any] = {
+        "seconds": round(time.perf_counter() - started, 2),
+        "estimate_seconds": round(estimate.total, 1),
         "data_sha256": inputs_digest(inputs),
+        "n_samples": len(inputs),
         "contract": contract.to_dict(),
         "seed": seed,
         "device": str(run_on),
@@ -165,7 +242,20 @@ def decompose(
             "boundary": dataclasses.asdict(boundary or BoundaryConfig()),
         },
     }
-    return Decomposition(model, space, components, masks, method, sparsity, metadata)
+    if training:
+        metadata["training"] = training
+    return Decomposition(model, space, components, masks, method, rates, metadata)
+
+
+def _held_out_samples(calibration: Inputs, n_data: int, rows: Tensor | None) -> Inputs:
+    """The data samples among the calibration rows mask learning held out (all calibration
+    data samples when it held none out: fixed steps)."""
+    if rows is not None:
+        real = rows[rows < n_data]
+        if real.numel() >= 10:
+            return calibration.select(real)
+        return calibration.select(rows)
+    return calibration.select(torch.arange(min(n_data, len(calibration))))
 
 
 def evaluate(
@@ -177,11 +267,20 @@ def evaluate(
     *,
     device: torch.device | str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    keep: Tensor | None = None,
+    split: SampleSplit | None = None,
 ) -> ContractReport:
     """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4).
 
     ``data`` is read in chunks of a few batches (a DataLoader lazily), so memory holds one
-    chunk plus the ``[n, C]`` reference logits, whatever ``n`` is.
+    chunk plus the ``[n, C]`` reference logits, whatever ``n`` is. The bound is valid only
+    for samples the decomposition did not learn from: :func:`check` and :func:`saved.holdout`
+    arrange that.
+
+    Args:
+        keep: a boolean mask over the samples of ``data``: evaluate those only (the
+            evaluation part of :func:`saved.holdout`).
+        split: which samples decomposed and which certify, recorded in the report.
     """
     if decomposition.model is not model:
         raise ValueError("decomposition: it was made for a different model object")
@@ -189,20 +288,26 @@ def evaluate(
     run_on = resolve_device(model, device)
     runner = on_device(model, run_on)  # one copy for all chunks when the device differs
     references, decomposed, label_rows = _Rows(), _Rows(), _Rows()
-    for chunk in iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size):
+    chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
+    for chunk in chunks:
         references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
         decomposed.add(
             decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
         )
         if chunk.labels is not None:
             label_rows.add(chunk.labels)
+    space = decomposition.space
     return assess(
         contract,
         references.all(),
         decomposed.all(),
         decomposition.supports,
+        # sizes in parameters: with per-component sparsities or kind-wide quotas, layers keep
+        # different shares of their units, and a unit's cost differs between layers
+        unit_weights=space.unit_params if isinstance(space, UnitSpace) else None,
         labels=label_rows.all() if len(label_rows) else None,
         method=decomposition.method,
+        split=split,
     )
 
 
@@ -241,9 +346,58 @@ class _Rows:
         return self.buffer[: self.size].clone()
 
 
-def check(model: nn.Module, data: object, **kwargs: Any) -> ContractReport:
-    """:func:`decompose` then :func:`evaluate` on the same data."""
-    contract = kwargs.get("contract") or Contract()
-    labels = kwargs.get("labels")
-    decomposition = decompose(model, data, **kwargs)
-    return evaluate(model, decomposition, data, contract, labels, device=kwargs.get("device"))
+def check(
+    model: nn.Module,
+    data: object,
+    *,
+    labels: object = None,
+    calibration: object = None,
+    calibration_labels: object = None,
+    evaluation_fraction: float = 0.5,
+    same_samples: bool = False,
+    contract: Contract | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    **kwargs: Any,
+) -> ContractReport:
+    """:func:`decompose` then :func:`evaluate`, certifying on samples the decomposition never
+    saw (:func:`saved.holdout`).
+
+    By default a seeded ``evaluation_fraction`` of ``data`` (stratified by the reference
+    prediction) is held out to certify and the rest decomposes; with ``calibration=`` that
+    data decomposes and all of ``data`` certifies; ``same_samples=True`` is the paper's literal
+    Algorithm 1 (labelled in the report: its bound is not valid). Other keyword arguments go to
+    :func:`decompose`.
+    """
+    contract = contract or Contract()
+    plan = holdout(
+        model,
+        data,
+        labels,
+        calibration=calibration,
+        calibration_labels=calibration_labels,
+        evaluation_fraction=evaluation_fraction,
+        same_samples=same_samples,
+        seed=seed,
+        device=device,
+    )
+    decomposition = decompose(
+        model,
+        plan.decompose_data,
+        labels=plan.decompose_labels,
+        keep=plan.decompose_keep,
+        contract=contract,
+        device=device,
+        seed=seed,
+        **kwargs,
+    )
+    return evaluate(
+        model,
+        decomposition,
+        data,
+        contract,
+        labels,
+        device=device,
+        keep=plan.evaluate_keep,
+        split=plan.split,
+    )

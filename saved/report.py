@@ -12,9 +12,41 @@ from rich.text import Text
 
 from .contract import Contract
 
-__all__ = ["ClassRow", "ContractReport", "Counterexample"]
+__all__ = ["ClassRow", "ContractReport", "Counterexample", "SampleSplit"]
 
-REPORT_VERSION = 1
+#: 2 added the binomial bound, per-class upper bounds and the sample split.
+REPORT_VERSION = 2
+
+_SPLIT_TEXT = {
+    "held-out": "certified on held-out samples the decomposition never saw",
+    "calibration": "decomposed on the calibration data, certified on all of the data",
+    "same-samples": "decomposed and certified on the same samples (the paper's Algorithm 1): "
+    "Dis is optimistic and the bound assumes an independence that does not hold",
+    "unknown": "the samples the decomposition used were not recorded",
+}
+
+
+@dataclass(frozen=True)
+class SampleSplit:
+    """Which samples learned the decomposition and which certified it.
+
+    ``mode``: ``"held-out"`` (one data set split, seeded and stratified by the reference
+    prediction), ``"calibration"`` (separate decomposition data), ``"same-samples"`` (the
+    paper's literal Algorithm 1) or ``"unknown"`` (:func:`saved.evaluate` called directly).
+    ``disjoint`` is None when it was not checked.
+    """
+
+    mode: str
+    n_decomposition: int | None
+    n_evaluation: int
+    disjoint: bool | None
+
+    def describe(self) -> str:
+        sizes = f"{self.n_decomposition} decomposition / {self.n_evaluation} evaluation samples"
+        if self.n_decomposition is None:
+            sizes = f"{self.n_evaluation} evaluation samples"
+        disjoint = {True: ", disjoint", False: ", NOT disjoint", None: ""}[self.disjoint]
+        return f"{_SPLIT_TEXT.get(self.mode, self.mode)} ({sizes}{disjoint})"
 
 
 @dataclass(frozen=True)
@@ -24,6 +56,7 @@ class ClassRow:
     class_index: int
     n_boundary: int
     disagreement: float | None  # None when no boundary sample has this class
+    upper_bound: float | None = None  # simultaneous over classes (Bonferroni), at 1 - delta
 
 
 @dataclass(frozen=True)
@@ -54,6 +87,7 @@ class ContractReport:
     boundary_margin: float  # the largest margin inside B: the quantile in logit units
     disagreement: float
     hoeffding: float
+    binomial: float  # Clopper–Pearson upper limit of the boundary disagreement at 1 - delta
     global_disagreement: float
     overlap: list[list[float]]
     sizes: list[float]
@@ -61,14 +95,26 @@ class ContractReport:
     per_class: list[ClassRow]
     counterexamples: list[Counterexample]
     n_counterexamples: int
+    split: SampleSplit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ derived verdicts
 
     @property
+    def bounds(self) -> dict[str, float]:
+        """Both upper confidence limits of the boundary disagreement, by name."""
+        return {"binomial": self.binomial, "hoeffding": self.disagreement + self.hoeffding}
+
+    @property
     def semantic_bound(self) -> float:
-        """``Dis + h``, the upper confidence bound on boundary disagreement."""
-        return self.disagreement + self.hoeffding
+        """The upper confidence limit the contract's ``bound`` names (``Dis + h`` or the
+        Clopper–Pearson limit): true boundary disagreement is below it with probability at
+        least ``1 - delta``, for samples independent of the decomposition."""
+        return self.bounds[self.contract.bound]
+
+    @property
+    def bound_label(self) -> str:
+        return "Dis + h" if self.contract.bound == "hoeffding" else "Clopper-Pearson upper"
 
     @property
     def semantic_holds(self) -> bool:
@@ -111,10 +157,12 @@ class ContractReport:
 
     @property
     def class_summary(self) -> dict[str, ClassRow]:
-        """Best, median (lower median) and worst class by disagreement; ties by class index."""
+        """Best, median (lower median) and worst class by their upper bound (simultaneous over
+        classes, so "the worst class is below U" holds with probability ``1 - delta``), then
+        by disagreement and class index."""
         present = sorted(
             (row for row in self.per_class if row.disagreement is not None),
-            key=lambda row: (row.disagreement, row.class_index),
+            key=lambda row: (row.upper_bound or 0.0, row.disagreement, row.class_index),
         )
         if not present:
             return {}
@@ -135,9 +183,13 @@ class ContractReport:
                 value = value.to_dict()
             elif f.name in ("per_class", "counterexamples"):
                 value = [vars(item).copy() for item in value]
+            elif f.name == "split" and value is not None:
+                value = vars(value).copy()
             data[f.name] = value
         data["verdicts"] = {
+            "bound": self.contract.bound,
             "semantic_bound": self.semantic_bound,
+            "bounds": self.bounds,
             "semantic": self.semantic_holds,
             "max_overlap": self.max_overlap,
             "structural": self.structural_holds,
@@ -159,6 +211,8 @@ class ContractReport:
         values["contract"] = Contract.from_dict(values["contract"])
         values["per_class"] = [ClassRow(**row) for row in values["per_class"]]
         values["counterexamples"] = [Counterexample(**c) for c in values["counterexamples"]]
+        if values.get("split") is not None:
+            values["split"] = SampleSplit(**values["split"])
         return cls(**values)
 
     def to_json(self, **kwargs: Any) -> str:
@@ -187,10 +241,11 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
     axes.add_column("measured", justify="right", no_wrap=True)
     axes.add_column("rule")
     axes.add_column("verdict")
+    other = "hoeffding" if contract.bound == "binomial" else "binomial"
     axes.add_row(
         "semantic",
-        f"{report.disagreement:.4f} + {report.hoeffding:.4f} = {report.semantic_bound:.4f}",
-        f"Dis + h <= eps = {contract.eps:g}",
+        f"Dis {report.disagreement:.4f} -> {report.semantic_bound:.4f}",
+        f"{report.bound_label} <= eps = {contract.eps:g} ({other}: {report.bounds[other]:.4f})",
         _verdict(report.semantic_holds),
     )
     axes.add_row(
@@ -199,10 +254,14 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
         f"max overlap <= gamma = {contract.gamma:g}",
         _verdict(report.structural_holds),
     )
+    prunes = report.prunes
+    each = ""
+    if max(prunes) - min(prunes) > 1e-3:  # per-component sparsities (sparsity="auto")
+        each = " (per component: " + " ".join(f"{p:.2f}" for p in prunes) + ")"
     axes.add_row(
         "reduction",
         f"{report.min_prune:.4f}",
-        f"min prune >= eta = {contract.eta:g}",
+        f"min prune >= eta = {contract.eta:g}{each}",
         _verdict(report.reduction_holds),
     )
     bound = 2 * report.disagreement
@@ -216,18 +275,24 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
         boundary_rule = f"margin <= {contract.kappa_margin:g}"
     axes.caption = (
         f"|B| = {report.n_boundary} of {report.n_samples} samples ({boundary_rule}, "
-        f"margin <= {report.boundary_margin:.4g}); delta = {contract.delta:g}"
+        f"margin <= {report.boundary_margin:.4g}); delta = {contract.delta:g}; "
+        + (report.split.describe() if report.split else _SPLIT_TEXT["unknown"])
     )
 
     parts: list[RenderableType] = [axes]
     summary = report.class_summary
     if summary:
-        classes = Table(title="Per-class boundary disagreement", title_justify="left")
-        for column in ("", "class", "|B_k|", "Dis_k"):
+        classes = Table(
+            title="Per-class boundary disagreement (upper bounds hold together at "
+            f"1 - delta = {1 - contract.delta:g}, Bonferroni over classes)",
+            title_justify="left",
+        )
+        for column in ("", "class", "|B_k|", "Dis_k", "upper bound"):
             classes.add_column(column)
         for name, row in summary.items():
             rate = "-" if row.disagreement is None else f"{row.disagreement:.4f}"
-            classes.add_row(name, str(row.class_index), str(row.n_boundary), rate)
+            upper = "-" if row.upper_bound is None else f"{row.upper_bound:.4f}"
+            classes.add_row(name, str(row.class_index), str(row.n_boundary), rate, upper)
         parts.append(classes)
     if report.counterexamples:
         table = Table(

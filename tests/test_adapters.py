@@ -186,3 +186,20 @@ def test_inputs_is_immutable_by_construction(xy) -> None:
     assert isinstance(inputs, Inputs)
     with pytest.raises(AttributeError):
         inputs.labels = None  # type: ignore[misc]
+
+
+def test_trimming_trailing_padding_keeps_the_logits(debian_bert, debian_text) -> None:
+    from saved.adapters import forward_logits, frozen_eval, trim_padding
+
+    batch, _, _ = debian_text
+    rows = {k: v[:16] for k, v in batch.items()}
+    rows["attention_mask"][:, 10:] = 0  # every row padded beyond position 10
+    trimmed = trim_padding(rows)
+    assert trimmed["input_ids"].shape[1] == 10
+    assert all(v.shape[1] == 10 for v in trimmed.values())
+    with frozen_eval(debian_bert), torch.no_grad():
+        full = forward_logits(debian_bert, rows)
+        short = forward_logits(debian_bert, trimmed)
+    assert torch.allclose(full, short, atol=1e-5)
+    images = torch.zeros(2, 1, 8, 8)
+    assert trim_padding(images) is images  # nothing to trim outside text batches

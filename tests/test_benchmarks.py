@@ -94,11 +94,14 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
         "vit-fmnist",
     }
     for row in result["rq1"] + result["rq2"] + result["rq3"]:
-        assert row["bound"] == pytest.approx(row["dis"] + row["h"])
+        assert row["hoeffding_bound"] == pytest.approx(row["dis"] + row["h"])
+        assert row["bound"] == row["binomial"]  # the contract's default bound
+        assert row["dis"] <= row["binomial"] <= 1.0
         semantic = row["bound"] <= 0.1
         structural = row["overlap"] <= 0.5
         assert row["holds"] == (semantic and structural and row["min_prune"] >= 0.3)
-        assert f"| {row['dis']:.4f} | {row['h']:.4f} | {row['bound']:.4f} |" in text
+        cells = f"| {row['dis']:.4f} | {row['hoeffding_bound']:.4f} | {row['binomial']:.4f} |"
+        assert cells in text
     assert set(result["phases"]) >= {"boundary mining (PGD + bisection)", "total"}
     assert len(result["findings"]) >= 7
     # the rows kept beside the markdown rebuild it exactly, without computing anything
@@ -165,3 +168,62 @@ def test_models_script_smoke_trains_once_then_reads_the_cache(tmp_path: Path) ->
     assert again == first  # the cached record, not a new training run
     assert weights.stat().st_mtime_ns == stamp
     assert 0.0 <= first[0]["test_accuracy"] <= 1.0 and first[0]["train_samples"] == 64
+
+
+@needs_fashion_mnist
+def test_lbmask_study_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "STUDY.md"
+    result = _last_json_line(
+        "benchmarks/lbmask_study.py",
+        "--smoke",
+        "--only",
+        "mlp-digits,vit-fmnist,minilm-debian4",
+        "--out",
+        str(out),
+        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert set(result["benches"]) == {"mlp-digits", "vit-fmnist", "minilm-debian4"}
+    questions = {row["question"] for row in result["rows"]}
+    assert questions == {"objective", "allocation", "auto"}
+    for row in result["rows"]:
+        for point in row["curve"]:  # every Dis is a rate over the held-out boundary subset
+            n = result["benches"][row["model"]]["n_boundary"]
+            assert 0 <= point["paper"] <= 1
+            assert abs(point["paper"] * n - round(point["paper"] * n)) < 1e-6
+    text = out.read_text()
+    for question in ("Q1 objectives", "Q2 aggregators", "Q3 allocation", "Q4 budget"):
+        assert question in text
+    rendered = tmp_path / "again.md"
+    subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/lbmask_study.py",
+            "--render",
+            str(out.with_suffix(".json")),
+            "--out",
+            str(rendered),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    assert rendered.read_text() == text
+
+
+@needs_fashion_mnist
+def test_decompose_time_smoke(tmp_path: Path) -> None:
+    result = _last_json_line(
+        "benchmarks/decompose_time.py",
+        "--smoke",
+        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert [row["model"] for row in result["rows"]] == [
+        "mlp-digits",
+        "mobilenet-fmnist",
+        "minilm-debian4",
+        "minilm-debian14",
+    ]
+    for row in result["rows"]:
+        assert row["estimate_s"] > 0 and row["seconds"] > 0
+        assert row["ratio"] > 0
+        assert row["stopped"] in ("converged", "max_steps", "time_budget")

@@ -18,11 +18,16 @@ def test_demo_runs_the_pipeline_and_prints_every_axis(capsys, tmp_path) -> None:
     assert main(["demo", "--quiet", "--json", str(out_json)]) == 0
     out = capsys.readouterr().out
     for axis in ("semantic", "structural", "reduction"):
-        assert re.search(rf"{axis}\s+│\s+[\d.+ =]+│.*│\s+(holds|FAILS)", out), axis
+        assert re.search(rf"{axis}\s+│\s+[\w\d.>+ =-]+│.*│\s+(holds|FAILS)", out), axis
+    assert "certified on held-out samples the decomposition never saw" in out
     report = json.loads(out_json.read_text())
     assert report["method"] == "lbmask"
-    assert report["verdicts"]["min_prune"] == pytest.approx(0.5)
-    assert report["n_boundary"] == 359  # floor(0.2 * 1797 + 1/2)
+    assert report["verdicts"]["min_prune"] == pytest.approx(0.5, abs=0.01)
+    split = report["split"]
+    assert split["mode"] == "held-out" and split["disjoint"] is True
+    assert split["n_decomposition"] + split["n_evaluation"] == 1797
+    assert report["n_samples"] == split["n_evaluation"]
+    assert report["verdicts"]["bound"] == "binomial"
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -81,7 +86,9 @@ def test_check_a_user_module_and_render_its_report(tmp_path) -> None:
     assert result.returncode in (0, 1), result.stderr
     data = json.loads(report_path.read_text())
     assert result.returncode == (0 if data["verdicts"]["holds"] else 1)
-    assert data["n_samples"] == 300
+    assert data["split"]["mode"] == "held-out"
+    assert data["n_samples"] == data["split"]["n_evaluation"]
+    assert data["split"]["n_evaluation"] + data["split"]["n_decomposition"] == 300
     rendered = _run("report", str(report_path), "--html", str(tmp_path / "r.html"))
     assert rendered.returncode == result.returncode
     assert "Decomposition contract (random)" in rendered.stdout
@@ -96,3 +103,26 @@ def test_unknown_command_exits_non_zero() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["nonsense"])
     assert exit_info.value.code == 2
+
+
+def test_plan_prints_the_samples_each_bound_needs(capsys) -> None:
+    from dataclasses import replace
+
+    from saved import Contract, plan_samples
+
+    assert main(["plan", "--eps", "0.1", "--delta", "0.05", "--expected-dis", "0.02"]) == 0
+    out = capsys.readouterr().out
+    for bound in ("binomial", "hoeffding"):
+        plan = plan_samples(replace(Contract(), bound=bound), 0.02)
+        assert (
+            f"{bound}{' (chosen)' if bound == 'binomial' else ''}: |B| >= {plan.n_boundary}, "
+            f"{plan.n_samples} evaluated samples, {plan.n_with_holdout} in all" in out
+        )
+    assert main(["plan", "--bound", "hoeffding"]) == 0
+    assert "hoeffding (chosen): |B| >= 185, 923 evaluated samples" in capsys.readouterr().out
+
+
+def test_plan_refuses_an_expected_dis_above_eps() -> None:
+    result = _run("plan", "--eps", "0.05", "--expected-dis", "0.1")
+    assert result.returncode == 2
+    assert "no sample size passes" in result.stderr

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import binom
 
 from saved.contract import (
     Contract,
     boundary_size,
     boundary_subset,
+    clopper_pearson_upper,
     component_sizes,
     confusion_deviation,
     disagreement,
@@ -22,7 +25,10 @@ from saved.contract import (
     logit_margins,
     max_pairwise_overlap,
     per_class_disagreement,
+    per_class_upper_bounds,
+    plan_samples,
     samples_needed,
+    upper_bound,
 )
 
 # --------------------------------------------------------------------------- strategies
@@ -79,9 +85,102 @@ def test_hoeffding_matches_the_formula_by_hand() -> None:
 @given(st.floats(0.005, 1.0), st.floats(0.001, 0.5))
 def test_samples_needed_is_the_smallest_passing_n(eps: float, delta: float) -> None:
     n = samples_needed(eps, delta)
-    assert hoeffding_radius(n, delta) < eps
+    assert hoeffding_radius(n, delta) <= eps
     if n > 1:
-        assert hoeffding_radius(n - 1, delta) >= eps
+        assert hoeffding_radius(n - 1, delta) > eps
+
+
+# --------------------------------------------------------------------------- exact bound
+
+
+def _upper_by_bisection(k: int, n: int, delta: float) -> float:
+    """The Clopper-Pearson upper limit from its definition, independently of the Beta
+    quantile: the rate p at which seeing at most k disagreements has probability delta / 2."""
+    if k == n:
+        return 1.0
+    low, high = k / n, 1.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        if binom.cdf(k, n, middle) > delta / 2:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+CASES = [(0, 200, 0.0183), (4, 200, 0.0504), (10, 1520, 0.0121), (700, 14000, 0.0537)]
+
+
+@pytest.mark.parametrize(("k", "n", "expected"), CASES)
+def test_clopper_pearson_against_independent_values(k: int, n: int, expected: float) -> None:
+    bound = clopper_pearson_upper(k, n, 0.05)
+    assert round(bound, 4) == expected
+    assert bound == pytest.approx(_upper_by_bisection(k, n, 0.05), abs=1e-9)
+    assert bound >= k / n
+    hoeffding = upper_bound(k, n, 0.05, "hoeffding")
+    assert hoeffding == pytest.approx(k / n + hoeffding_radius(n, 0.05))
+    assert bound < hoeffding  # the same guarantee, tighter
+
+
+def test_zero_of_200_by_hand() -> None:
+    # P(X = 0) = (1 - p)^200 = 0.025  ->  p = 1 - 0.025^(1/200)
+    assert clopper_pearson_upper(0, 200, 0.05) == pytest.approx(1 - 0.025 ** (1 / 200))
+    assert clopper_pearson_upper(200, 200, 0.05) == 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rate=st.floats(0.0, 0.6),
+    n=st.integers(10, 400),
+    seed=st.integers(0, 2**31 - 1),
+    bound=st.sampled_from(["binomial", "hoeffding"]),
+)
+def test_both_bounds_miss_the_true_rate_at_most_delta_of_the_time(
+    rate: float, n: int, seed: int, bound: str
+) -> None:
+    draws = np.random.default_rng(seed).binomial(n, rate, size=4000)
+    limits = {k: upper_bound(int(k), n, 0.05, bound) for k in np.unique(draws)}  # type: ignore[arg-type]
+    missed = np.mean([limits[k] < rate for k in draws])
+    assert missed <= 0.05
+
+
+@given(k=st.integers(0, 300), extra=st.integers(0, 300), delta=st.floats(0.001, 0.5))
+def test_every_bound_is_at_least_dis(k: int, extra: int, delta: float) -> None:
+    n = max(1, k + extra)
+    k = min(k, n)
+    for name in ("binomial", "hoeffding"):
+        assert upper_bound(k, n, delta, name) >= k / n  # type: ignore[arg-type]
+
+
+def test_per_class_bounds_share_delta_over_the_classes_present() -> None:
+    reference = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    decomposed = torch.tensor([0, 1, 0, 0, 1, 1, 1, 1, 0, 0])
+    bounds = per_class_upper_bounds(reference, decomposed, 3, 0.05, "binomial")
+    assert bounds[0] == pytest.approx(clopper_pearson_upper(1, 4, 0.025))
+    assert bounds[1] == pytest.approx(clopper_pearson_upper(2, 6, 0.025))
+    assert bounds[2] is None  # class 2 has no boundary sample
+
+
+@pytest.mark.parametrize("bound", ["binomial", "hoeffding"])
+@pytest.mark.parametrize("expected_dis", [0.0, 0.02, 0.05])
+def test_planned_samples_are_the_smallest_that_pass(bound: str, expected_dis: float) -> None:
+    n = samples_needed(0.1, 0.05, expected_dis=expected_dis, bound=bound)  # type: ignore[arg-type]
+    assert upper_bound(round(expected_dis * n), n, 0.05, bound) <= 0.1  # type: ignore[arg-type]
+    assert upper_bound(round(expected_dis * (n - 1)), n - 1, 0.05, bound) > 0.1  # type: ignore[arg-type]
+    plan = plan_samples(Contract(bound=bound), expected_dis)  # type: ignore[arg-type]
+    assert plan.n_boundary == n
+    assert boundary_size(plan.n_samples, 0.2) >= n > boundary_size(plan.n_samples - 1, 0.2)
+    assert plan.n_with_holdout == math.ceil(plan.n_samples / 0.5)
+
+
+def test_planning_by_hand_and_its_limits() -> None:
+    # Hoeffding at Dis = 0: ln(40) / (2 * 0.1^2) = 184.4 -> |B| >= 185, 923 samples at q = 0.2
+    plan = plan_samples(Contract(bound="hoeffding"))
+    assert (plan.n_boundary, plan.n_samples) == (185, 923)
+    # binomial at Dis = 0: 1 - 0.025^(1/n) <= 0.1 -> n >= ln(0.025) / ln(0.9) = 35.01 -> 36
+    assert plan_samples(Contract()).n_boundary == 36
+    with pytest.raises(ValueError, match="no sample size passes"):
+        samples_needed(0.1, expected_dis=0.1)
 
 
 @pytest.mark.parametrize(
@@ -300,6 +399,7 @@ def test_contract_defaults_are_the_papers() -> None:
         0.05,
     )
     assert contract.kappa_margin is None
+    assert contract.bound == "binomial"
     assert Contract.from_dict(contract.to_dict()) == contract
 
 
@@ -316,6 +416,7 @@ def test_contract_defaults_are_the_papers() -> None:
         ({"kappa_margin": -1.0}, r"kappa_margin: expected a margin >= 0"),
         ({"eps": math.nan}, r"eps: expected a value in \(0, 1\], got nan"),
         ({"kappa_margin": math.inf}, "kappa_margin: expected a finite number"),
+        ({"bound": "chernoff"}, "bound: expected one of"),
     ],
 )
 def test_contract_validates_each_argument(kwargs: dict, match: str) -> None:

@@ -20,7 +20,7 @@ from saved import (
     testing,
 )
 from saved.adapters import embed_inputs
-from saved.contract import hoeffding_radius
+from saved.contract import clopper_pearson_upper, hoeffding_radius
 
 
 def _hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -42,6 +42,13 @@ def test_assess_by_hand() -> None:
     assert report.boundary_margin == pytest.approx(0.3)
     assert report.disagreement == pytest.approx(2 / 3)
     assert report.hoeffding == pytest.approx(hoeffding_radius(3, 0.05))
+    # 2 of 3 disagree: the binomial limit (the default bound) is the verdict's
+    assert report.binomial == pytest.approx(clopper_pearson_upper(2, 3, 0.05))
+    assert report.semantic_bound == report.binomial
+    assert report.bounds["hoeffding"] == pytest.approx(2 / 3 + hoeffding_radius(3, 0.05))
+    # one boundary sample per class, delta shared by the 3 classes: 0 of 1 gives 1 - delta/6
+    uppers = [row.upper_bound for row in report.per_class]
+    assert uppers == pytest.approx([1.0, 1 - 0.05 / 6, 1.0])
     assert report.global_disagreement == pytest.approx(2 / 5)
     assert report.max_overlap == pytest.approx(1 / 3)
     assert report.sizes == pytest.approx([0.5, 0.5, 0.25])

@@ -3,15 +3,19 @@ a boundary disagreement below random and magnitude masks of the same size."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
+import saved
 from saved import ClassComponents, as_inputs, predict_logits, testing
 from saved.baselines import magnitude, random
-from saved.boundary import calibration_set, mine_boundary
+from saved.boundary import calibration_set, calibration_sources, mine_boundary
 from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
-from saved.lbmask import LBMaskConfig, initial_logits, learn_masks
+from saved.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
+from saved.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
 from saved.units import UnitSpace
 
 
@@ -97,8 +101,126 @@ def test_initialisation_alpha(digits_setup) -> None:
         ({"steps": 0}, "steps: expected an integer >= 1"),
         ({"lr": 0.0}, "lr: expected a number > 0"),
         ({"component_chunk": 0}, "component_chunk"),
+        ({"objective": "mse"}, "objective: expected one of"),
+        ({"allocation": "layer"}, "allocation: expected 'auto', 'group' or 'kind'"),
+        ({"steps": "forever"}, "steps: expected an integer >= 1"),
+        ({"time_budget": 0}, "time_budget: expected None or seconds > 0"),
+        ({"validation_fraction": 1.0}, r"validation_fraction: expected a value in \(0, 1\)"),
     ],
 )
 def test_bad_configuration_is_rejected(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         LBMaskConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+def test_the_default_objective_sees_what_the_aggregator_compares() -> None:
+    """Shifting one component's logits by a constant leaves BCE on its own margin unchanged,
+    but changes which component the paper's aggregator picks: the default objective moves."""
+    torch.manual_seed(0)
+    components = ClassComponents(4)
+    reference = torch.randn(64, 4) * 2
+    logits = reference.expand(4, -1, -1).clone()
+    shifted = logits.clone()
+    shifted[2] += 0.7  # component 2 claims every sample a little more
+    targets = ObjectiveTargets(
+        reference=reference,
+        weights=torch.ones(64),
+        boundary=torch.zeros(64, dtype=torch.bool),
+        pos_weight=torch.full((4,), 3.0),
+        scale=float(reference.std()),
+    )
+
+    def loss(name: str, table: torch.Tensor) -> float:
+        return float(objective_loss(name, table, targets, components))  # type: ignore[arg-type]
+
+    assert loss("bce", shifted) == pytest.approx(loss("bce", logits))
+    assert loss("aggregate", logits) == pytest.approx(0.0, abs=1e-6)  # the reference itself
+    assert loss("aggregate", shifted) > 1e-3
+    assert not torch.equal(components.predict(shifted), components.predict(logits))
+    assert LBMaskConfig().objective == "aggregate"
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_is_zero_or_minimal_at_the_reference(objective: str) -> None:
+    """Unmasked components reproduce the reference: the matching objectives vanish there and
+    no small perturbation of the logits lowers them."""
+    torch.manual_seed(1)
+    components = ClassComponents(3)
+    reference = torch.randn(32, 3)
+    targets = ObjectiveTargets(
+        reference, torch.ones(32), torch.ones(32, dtype=torch.bool), torch.ones(3), 1.0
+    )
+    exact = reference.expand(3, -1, -1).clone()
+    at_reference = float(objective_loss(objective, exact, targets, components))  # type: ignore[arg-type]
+    if objective in ("match", "kl", "aggregate", "aggregate-match"):
+        assert at_reference == pytest.approx(0.0, abs=1e-6)
+    noisy = exact + 0.3 * torch.randn_like(exact)
+    if objective not in ("bce", "bce-plain", "tie"):  # BCE rewards confidence, not the level
+        assert float(objective_loss(objective, noisy, targets, components)) > at_reference  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def test_automatic_steps_stop_when_the_held_out_loss_stops_improving(wide_mlp, digits_setup):
+    _, calibration, space = digits_setup
+    config = LBMaskConfig(max_steps=2000, eval_every=10, patience=2)
+    run = train_masks(wide_mlp, calibration, ClassComponents(10), space, config)
+    assert run.stopped == "converged"
+    assert run.steps_run < 2000
+    assert run.best_step == min(
+        h["step"]
+        for h in run.history
+        if h["validation"] == min(e["validation"] for e in run.history)
+    )
+    assert run.validation_rows is not None
+
+
+def test_the_held_out_rows_keep_a_sample_with_its_boundary_points(wide_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    data = as_inputs(x[:300])
+    mined = mine_boundary(wide_mlp, data)
+    calibration = calibration_set(data, mined, wide_mlp)
+    sources = calibration_sources(len(data), mined)
+    config = LBMaskConfig(max_steps=10, eval_every=5)
+    trainer = MaskTrainer(
+        wide_mlp,
+        calibration,
+        ClassComponents(10),
+        UnitSpace.of(wide_mlp, x[:2]),
+        config,
+        sources=sources,
+    )
+    assert trainer.validation_rows is not None
+    held = set(sources[trainer.validation_rows].tolist())
+    trained_on = set(sources[trainer.train_rows].tolist())
+    assert not held & trained_on
+    assert abs(len(held) - 0.2 * 300) <= 1
+
+
+def test_a_time_budget_stops_mask_learning(wide_mlp, digits_setup) -> None:
+    _, calibration, space = digits_setup
+    config = LBMaskConfig(steps=100_000, time_budget=0.5)
+    started = time.perf_counter()
+    run = train_masks(wide_mlp, calibration, ClassComponents(10), space, config)
+    assert run.stopped == "time_budget"
+    assert run.steps_run < 100_000
+    assert time.perf_counter() - started < 30  # generous: the budget is checked every step
+
+
+def test_decomposing_the_demo_mlp_on_1200_digits_holds_on_the_597_held_out(
+    wide_mlp, digits_xy
+) -> None:
+    """Issue 13's target: default settings, masks learned on 1,200 digits, boundary Dis on
+    the other 597 at most 0.04 (the study's split: seed 0 permutation)."""
+    x, _ = digits_xy
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    used, held = x[order[:1200]], x[order[1200:]]
+    decomposition = saved.decompose(wide_mlp, used, progress=False)
+    report = saved.evaluate(wide_mlp, decomposition, held)
+    assert report.n_samples == 597
+    assert report.disagreement <= 0.04
+    assert report.max_overlap <= 0.5

@@ -157,15 +157,26 @@ def test_too_few_boundary_samples_says_how_many_are_needed(pytester: pytest.Pyte
         pytester,
         """
         def test_tiny_data():
-            assert_decomposable(MODEL, X[:40], gamma=1.0, method="random")
+            # sparsity 0.01 keeps every unit of the 32-wide layers: Dis = 0 exactly
+            assert_decomposable(
+                MODEL, X[:40], calibration=X[40:400], gamma=1.0, eta=0.0, method="random",
+                sparsity=0.01,
+            )
         """,
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    # n = 40, q = 0.2 -> |B| = 8, h = sqrt(ln 40 / 16) = 0.4802; h < 0.1 needs |B| >= 185
-    # (ln 40 / 0.02 = 184.4), and floor(0.2 n + 1/2) >= 185 needs n >= 923
+    # n = 40, q = 0.2 -> |B| = 8, 0 disagreements: Clopper-Pearson 1 - 0.025^(1/8) = 0.3694.
+    # Binomial at Dis = 0: 1 - 0.025^(1/n) <= 0.1 needs n >= 35.01 -> |B| >= 36, and
+    # floor(0.2 n + 1/2) >= 36 needs n >= 178 (356 with half held out). Hoeffding: ln 40 / 0.02
+    # = 184.4 -> |B| >= 185, n >= 923 (1846).
     result.stdout.fnmatch_lines(
-        ["*Hoeffding term alone (0.4802 for |B| = 8)*|B| >= 185*923 samples*"]
+        [
+            "*semantic: Clopper-Pearson upper 0.3694 > eps = 0.1 (Dis 0.0000 = 0 of 8*",
+            "*binomial: |B| >= 36, about 178 evaluated samples at kappa = 0.2 (356 in all*",
+            "*hoeffding: |B| >= 185, about 923 evaluated samples at kappa = 0.2 (1846 in all*",
+            "*samples: decomposed on the calibration data, certified on all of the data*",
+        ]
     )
 
 
@@ -215,3 +226,27 @@ def test_xdist_workers_results_are_merged(pytester: pytest.Pytester) -> None:
     document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
     assert len(document["results"]) == 4
     assert document["cache"]["trained"] == 4
+
+
+def test_a_long_decomposition_is_announced_before_it_starts(pytester: pytest.Pytester) -> None:
+    # an estimate of a million steps is far above a minute; the run itself stops when the
+    # held-out loss stops improving, after a few steps
+    _write_tests(
+        pytester,
+        """
+        from saved import LBMaskConfig
+
+        def test_long():
+            config = LBMaskConfig(max_steps=1_000_000, eval_every=2, patience=1)
+            assert_decomposable(MODEL, X, eps=0.95, gamma=1.0, lbmask=config)
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--decompose-report=out")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*pytest-decompose: decomposing, about * min: mining*"])
+    document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
+    timing = document["results"][0]["timing"]
+    assert timing["cached"] is False and timing["estimate"] > 60 > timing["seconds"]
+    verdicts = document["results"][0]["report"]["verdicts"]
+    assert verdicts["bound"] == "binomial"
+    assert verdicts["semantic_bound"] == verdicts["bounds"]["binomial"]

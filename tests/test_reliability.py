@@ -329,8 +329,10 @@ def test_fewer_samples_than_one_over_q(model, data) -> None:
         == pytest.approx(1.3581, abs=1e-4)
     )
     assert not report.semantic_holds
-    with pytest.raises(AssertionError, match=r"\|B\| >= 185 is needed \(about 923 samples"):
-        assert_decomposable(model, x[:3], labels=y[:3], lbmask=FAST, progress=False)
+    with pytest.raises(AssertionError, match=r"hoeffding: \|B\| >= 185, about 923 evaluated"):
+        assert_decomposable(
+            model, x[:3], labels=y[:3], lbmask=FAST, progress=False, bound="hoeffding"
+        )
 
 
 def test_a_class_the_data_never_reaches(model, data) -> None:

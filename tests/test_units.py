@@ -155,3 +155,32 @@ def test_bad_masks_are_rejected(models) -> None:
         space.reduce(model, torch.ones(64))
     with pytest.raises(ValueError, match=r"masks: expected a bool tensor \[K=10, N=64\]"):
         Decomposition(model, space, ClassComponents(10), torch.ones(3, 64, dtype=torch.bool))
+
+
+def test_one_quota_per_kind_keeps_the_total_and_a_unit_of_every_group(models) -> None:
+    model, batch = models["bert"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    scores = torch.randn(3, space.num_units, generator=torch.Generator().manual_seed(0))
+    scores[:, space.offsets[0] : space.offsets[1]] -= 100  # the first group ranks last
+    masks = space.binarise(scores, 0.5, "kind")
+    blocks = space.quota_blocks("kind")
+    for block, keep in zip(blocks, space.quota_keeps(0.5, "kind"), strict=True):
+        columns = torch.cat([torch.arange(c.start, c.stop) for _, c in block])
+        assert torch.equal(masks[:, columns].sum(1), torch.full((3,), keep))
+        for _, c in block:
+            assert bool(masks[:, c].any(1).all())  # no layer is removed outright
+    assert len(blocks) == len({g.kind for g in space.groups}) == 2  # heads, FFN neurons
+    assert int(masks[:, space.offsets[0] : space.offsets[1]].sum(1).max()) == 1
+
+
+def test_per_component_sparsities(models) -> None:
+    model, batch = models["mlp"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    scores = torch.randn(3, space.num_units, generator=torch.Generator().manual_seed(1))
+    rates = (0.3, 0.5, 0.7)
+    masks = space.binarise(scores, list(rates))
+    for k, rate in enumerate(rates):
+        assert torch.equal(masks[k], space.binarise(scores[k : k + 1], rate)[0])
+    assert masks[0].sum() > masks[1].sum() > masks[2].sum()
+    with pytest.raises(ValueError, match="one value or one per component"):
+        space.binarise(scores, [0.5, 0.5])

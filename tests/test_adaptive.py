@@ -1,0 +1,126 @@
+"""saved/adaptive.py: per-component sparsity from one learned ranking — every component ends
+at the largest grid sparsity the semantic budget allows, never below eta."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import saved
+from saved import ClassComponents, Contract, LBMaskConfig, as_inputs, testing
+from saved.adaptive import MAX_SPARSITY, STEP, adaptive_sparsity
+from saved.boundary import calibration_set, mine_boundary
+from saved.contract import boundary_subset, jaccard_overlap, logit_margins
+from saved.decomposition import Decomposition
+from saved.lbmask import train_masks
+from saved.units import UnitSpace
+
+
+@pytest.fixture(scope="module")
+def wide_mlp(digits_xy):
+    x, y = digits_xy
+    return testing.train_classifier(testing.tiny_mlp(hidden=(128, 128), seed=0), x, y, steps=300)
+
+
+def _dis(model, space, logits, rates, samples, kappa) -> float:
+    decomposition = Decomposition(model, space, ClassComponents(10), space.binarise(logits, rates))
+    reference = saved.predict_logits(model, samples)
+    boundary = boundary_subset(logit_margins(reference), q=kappa)
+    decomposed = decomposition.predict(samples.select(boundary))
+    return float((decomposed != reference.argmax(1)[boundary]).double().mean())
+
+
+@pytest.fixture(scope="module")
+def ranking(wide_mlp, digits_xy):
+    x, _ = digits_xy
+    data, held = as_inputs(x[:900]), as_inputs(x[900:1400])
+    calibration = calibration_set(data, mine_boundary(wide_mlp, data), wide_mlp)
+    space = UnitSpace.of(wide_mlp, x[:2])
+    logits = train_masks(
+        wide_mlp, calibration, ClassComponents(10), space, LBMaskConfig(steps=200)
+    ).logits
+    return space, logits, held
+
+
+def test_each_component_takes_the_largest_sparsity_within_the_budget(wide_mlp, ranking):
+    space, logits, held = ranking
+    contract = Contract(eps=0.3, eta=0.3, gamma=1.0)  # gamma = 1: the budget pass alone
+    rates = adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, contract)
+    assert len(rates) == 10
+    assert all(contract.eta - 1e-9 <= r <= MAX_SPARSITY + 1e-9 for r in rates)
+    assert len(set(rates)) > 1  # components differ
+    within = _dis(wide_mlp, space, logits, rates, held, contract.kappa)
+    assert within <= contract.eps / 2
+    for k in range(10):  # maximal: one more step for any component breaks the budget
+        if rates[k] + STEP > MAX_SPARSITY + 1e-9:
+            continue
+        more = list(rates)
+        more[k] = round(rates[k] + STEP, 10)
+        assert _dis(wide_mlp, space, logits, more, held, contract.kappa) > contract.eps / 2
+
+
+def test_the_overlap_pass_separates_components_and_eta_is_the_floor(wide_mlp, ranking):
+    space, logits, held = ranking
+    tight = Contract(eps=0.1, eta=0.3, gamma=1.0)
+    at_eta = adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, tight)
+    assert _dis(wide_mlp, space, logits, [0.3] * 10, held, 0.2) > tight.eps / 2
+    assert at_eta == [0.3] * 10  # nothing fits the budget: nobody moves, nobody goes below
+    contract = Contract(eps=0.1, eta=0.3, gamma=0.6)
+    rates = adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, contract)
+    assert all(r >= a - 1e-9 for r, a in zip(rates, at_eta, strict=True))
+    overlap = jaccard_overlap(space.binarise(logits, rates))
+    assert float(overlap.fill_diagonal_(0).max()) <= contract.gamma
+    before = jaccard_overlap(space.binarise(logits, at_eta))
+    assert float(before.fill_diagonal_(0).max()) > contract.gamma  # the pass had work to do
+
+
+def test_decompose_auto_reports_each_components_sparsity(wide_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    contract = Contract(eta=0.3)
+    decomposition = saved.decompose(
+        wide_mlp, x[:900], sparsity="auto", contract=contract, progress=False
+    )
+    rates = decomposition.sparsity
+    assert isinstance(rates, list) and len(rates) == 10
+    kept = decomposition.masks.sum(1)
+    order = sorted(range(10), key=lambda k: rates[k])
+    assert all(kept[a] >= kept[b] for a, b in itertools.pairwise(order))
+    report = saved.evaluate(wide_mlp, decomposition, x[900:], contract)
+    assert report.min_prune >= contract.eta - 0.02  # parameter-weighted, rounding per layer
+    assert max(report.prunes) - min(report.prunes) > 0.01
+    assert "per component" in _rendered(report)
+    with pytest.raises(ValueError, match="'auto' needs learned masks"):
+        saved.decompose(wide_mlp, x[:100], sparsity="auto", method="random")
+
+
+def _rendered(report) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+
+    out = StringIO()
+    Console(file=out, width=200).print(report)
+    return out.getvalue()
+
+
+def test_auto_never_goes_below_eta(wide_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    contract = Contract(eps=0.01, eta=0.4)  # a budget nothing meets: everything stays at eta
+    decomposition = saved.decompose(
+        wide_mlp,
+        x[:600],
+        sparsity="auto",
+        contract=contract,
+        lbmask=LBMaskConfig(steps=20),
+        progress=False,
+    )
+    assert min(decomposition.sparsity) >= 0.4 - 1e-9  # type: ignore[type-var]
+    assert torch.equal(
+        decomposition.masks,
+        decomposition.space.binarise(
+            decomposition.masks.float(),
+            decomposition.sparsity,  # type: ignore[arg-type]
+        ),
+    )

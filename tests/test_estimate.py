@@ -1,0 +1,62 @@
+"""saved/estimate.py and the time controls of saved.decompose: an estimate before the long
+work, and a time budget that stops mask learning."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import saved
+from saved import BoundaryConfig, LBMaskConfig
+from saved.estimate import MINING_PASSES, STEP_PASSES, Estimate, estimate_seconds
+
+
+def test_estimate_by_hand() -> None:
+    config = LBMaskConfig(steps=100, batch_size=32)
+    estimate = estimate_seconds(0.001, 500, 4, config, None, mining=True, learning=True)
+    assert estimate.mining == pytest.approx(0.001 * 500 * MINING_PASSES)
+    assert estimate.masks == pytest.approx(0.001 * 4 * 32 * STEP_PASSES * 100)
+    assert estimate.total == pytest.approx(estimate.mining + estimate.masks)
+    assert not estimate.automatic
+    twice = estimate_seconds(0.001, 1000, 4, config, None, mining=True, learning=True)
+    assert twice.mining == pytest.approx(2 * estimate.mining)
+    shorter = BoundaryConfig(steps=10, max_steps=15)
+    assert estimate_seconds(
+        0.001, 500, 4, config, shorter, mining=True, learning=True
+    ).mining == pytest.approx(estimate.mining / 2)
+    capped = estimate_seconds(
+        0.001, 500, 4, LBMaskConfig(time_budget=2.0), None, mining=False, learning=True
+    )
+    assert capped.masks == 2.0 and capped.mining == 0.0 and capped.automatic
+    assert "about" in capped.describe() and "up to" in capped.describe()
+
+
+def test_decompose_tells_the_estimate_before_mining(digits_mlp, digits_xy, capsys) -> None:
+    x, _ = digits_xy
+    told: list[Estimate] = []
+    mined_after: list[bool] = []
+    decomposition = saved.decompose(
+        digits_mlp,
+        x[:300],
+        lbmask=LBMaskConfig(steps=5),
+        on_estimate=lambda e: (told.append(e), mined_after.append(True)),
+        progress=False,
+    )
+    assert len(told) == 1 and told[0].total > 0 and told[0].mining > 0
+    assert decomposition.metadata["estimate_seconds"] == round(told[0].total, 1)
+    assert decomposition.metadata["seconds"] > 0
+
+
+def test_a_time_budget_bounds_the_whole_call(digits_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    started = time.perf_counter()
+    decomposition = saved.decompose(
+        digits_mlp,
+        x[:300],
+        lbmask=LBMaskConfig(steps=1_000_000),
+        time_budget=3.0,
+        progress=False,
+    )
+    assert decomposition.metadata["training"]["stopped"] == "time_budget"
+    assert time.perf_counter() - started < 60  # generous on a shared machine
