@@ -4,7 +4,9 @@
   package, a pretrained 6-layer BERT) fine-tuned on the Debian topic sets - the text models;
 * ``resnet18-fmnist``: torchvision's ResNet-18, stem adapted to 28x28 grey, trained on
   Fashion-MNIST;
-* ``vit-fmnist``: a small transformers ViT (patch 4) trained on Fashion-MNIST.
+* ``vit-fmnist``: a small transformers ViT (patch 4) trained on Fashion-MNIST;
+* ``mobilenet-fmnist``: torchvision's mobilenet_v2, stem adapted to one grey channel, trained on
+  Fashion-MNIST (the model of the run-time target in benchmarks/decompose_time.py).
 
 Weights are artefacts, not sources: they go to ``$SAVED_CACHE_DIR`` (default
 ``~/.cache/saved/models``) as safetensors, keyed by the recipe (model, data set, training
@@ -60,6 +62,7 @@ RECIPES: dict[str, Recipe] = {
     "minilm-debian4": Recipe("minilm-debian4", "debian4", 2.0, 32, 1e-4),
     "resnet18-fmnist": Recipe("resnet18-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
     "vit-fmnist": Recipe("vit-fmnist", "fmnist", 8.0, 128, 1e-3, train_limit=20_000),
+    "mobilenet-fmnist": Recipe("mobilenet-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
 }
 
 
@@ -129,6 +132,10 @@ def build(recipe: Recipe, pretrained: bool = True) -> nn.Module:
         model = torchvision.models.resnet18(num_classes=10)
         # 28x28 grey: a 3x3 stride-1 stem on one channel; the max-pool stays, so layer1 sees 14x14
         model.conv1 = nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        return model
+    if recipe.name.startswith("mobilenet"):
+        model = torchvision.models.mobilenet_v2(num_classes=10)
+        model.features[0][0] = nn.Conv2d(1, 32, kernel_size=3, stride=2, padding=1, bias=False)
         return model
     if recipe.name.startswith("vit"):
         from transformers import ViTConfig, ViTForImageClassification

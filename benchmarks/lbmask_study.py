@@ -1,0 +1,559 @@
+"""Which LBMask objective, aggregator, allocation and budget? A held-out study -> docs/STUDY.md.
+
+Every run decomposes on one split and measures on a disjoint held-out split, never on the
+samples the masks were learned from:
+
+* ``mlp-digits`` / ``cnn-digits``: the 64-128-128-10 MLP (the demo's) and the residual CNN (width
+  16, the example's), trained on scikit-learn's digits; masks learned on a seeded 1,200 of the
+  1,797 digits, measured on the other 597;
+* ``minilm-debian4`` / ``minilm-debian14``: MiniLM fine-tuned on the Debian sections
+  (``benchmarks/models.py``); masks learned on a seeded 512 training texts, measured on the
+  *whole* test split;
+* ``resnet18-fmnist`` / ``vit-fmnist``: masks learned on 512 training images, measured on a
+  seeded 2,000 test images.
+
+The measure is the boundary disagreement Dis: the disagreement between the decomposed and the
+reference prediction on the held-out boundary subset B (the q = 0.2 lowest-margin held-out
+samples), at sparsity 0.5, measured after 25, 50, 100, ... steps of one run (learning curves).
+Both aggregators are measured on the same masks. Questions:
+
+* Q1 objectives (:mod:`saved.objectives`), with the paper's aggregator and per-group quotas;
+* Q2 aggregators: ``paper`` (``argmax_k m_k[0]``) against ``margin`` (``argmax_k m_k[0] - m_k[1]``);
+* Q3 allocation: per-group quotas against one quota per unit kind across layers;
+* Q4 budget: the learning curves, and the automatic stopping rule (held-out part of the
+  calibration data) with the library's defaults.
+
+    .venv/bin/python benchmarks/lbmask_study.py              # ~60 min, writes docs/STUDY.md
+    .venv/bin/python benchmarks/lbmask_study.py --smoke --out /tmp/STUDY.md   # CI, a minute
+    .venv/bin/python benchmarks/lbmask_study.py --render docs/STUDY.json    # re-render only
+
+The rows are also written as JSON beside the markdown; the last line printed is that JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from models import cache_dir, head, load_split, trained
+from torch import nn
+
+from saved import BoundaryConfig, ClassComponents, Inputs, LBMaskConfig, as_inputs, testing
+from saved.adapters import predict_logits
+from saved.boundary import calibration_set, calibration_sources, mine_boundary
+from saved.contract import boundary_subset, disagreement, jaccard_overlap, logit_margins
+from saved.decomposition import Decomposition
+from saved.lbmask import train_masks
+from saved.units import UnitSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARSITY = 0.5
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs on one model."""
+
+    objectives: tuple[str, ...]
+    seeds: tuple[int, ...]
+    checkpoints: tuple[int, ...]
+    batch_size: int
+    allocation: bool = True  # Q3: the default objective with the other allocation too
+    auto: bool = True  # Q4: the library's defaults with automatic stopping
+
+
+ALL = ("bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match")
+#: The objective the library defaults to (chosen by this study; see docs/DECISIONS.md).
+DEFAULT = LBMaskConfig().objective
+#: Q1 compares objectives with one quota per unit kind; Q3 runs the default objective with
+#: per-group quotas too. The library's "auto" allocation (Q4) resolves per model.
+ALLOCATION, OTHER_ALLOCATION = "kind", "group"
+SHORT = (25, 50, 100, 200)
+
+PLANS: dict[str, Plan] = {
+    "mlp-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800, 1600), 128),
+    "cnn-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800), 64),
+    "vit-fmnist": Plan(ALL, (0,), (25, 50, 100, 200, 400), 32),
+    "minilm-debian4": Plan(("bce", "kl", "tie", "aggregate"), (0,), SHORT, 32),
+    "resnet18-fmnist": Plan(("bce", "kl", "aggregate"), (0,), SHORT, 32),
+    "minilm-debian14": Plan(("bce", "kl", "aggregate"), (0,), SHORT, 32),
+}
+
+
+def smoke_plan(plan: Plan) -> Plan:
+    objectives = tuple(dict.fromkeys((plan.objectives[0], DEFAULT)))
+    return replace(plan, objectives=objectives, seeds=(0,), checkpoints=(2, 4), batch_size=8)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Bench:
+    """A model, its decomposition data with mined boundary points, and the held-out B."""
+
+    name: str
+    model: nn.Module
+    calibration: Inputs
+    sources: torch.Tensor
+    held_out: Inputs  # the held-out boundary subset B
+    reference: torch.Tensor  # y(x) on B
+    n_held_out: int
+    space: UnitSpace
+    components: ClassComponents
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _digits(name: str, smoke: bool) -> tuple[nn.Module, Inputs, Inputs, str]:
+    images = name.startswith("cnn")
+    x, y = testing.digits(images=images)
+    if images:
+        model = testing.train_classifier(testing.tiny_resnet(width=16, seed=0), x, y, steps=300)
+    else:
+        model = testing.train_classifier(testing.tiny_mlp(hidden=(128, 128), seed=0), x, y)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    used, held = (order[:1200], order[1200:]) if not smoke else (order[:64], order[64:192])
+    recipe = "trained on all 1,797 digits (300 steps)"
+    return model, as_inputs(x[used]), as_inputs(x[held]), recipe
+
+
+def build_bench(name: str, smoke: bool) -> Bench:
+    if name.endswith("digits"):
+        model, data, held, recipe = _digits(name, smoke)
+        boundary = BoundaryConfig()
+    else:
+        model, record = trained(name, is_smoke=smoke, log=log)
+        source = "fmnist" if name.endswith("fmnist") else name.split("-", 1)[1]
+        data = head(load_split(source, "train"), 512 if not smoke else 16, seed=1).without_labels()
+        held = load_split(source, "test")
+        if source == "fmnist" or smoke:
+            held = head(held, 2000 if not smoke else 48, seed=2)
+        held = held.without_labels()
+        recipe = f"test accuracy {record['test_accuracy']:.4f}"
+        boundary = BoundaryConfig(norm="2") if source != "fmnist" else BoundaryConfig()
+    started = time.perf_counter()
+    mined = mine_boundary(model, data, boundary, progress=False)
+    mining = time.perf_counter() - started
+    reference_logits = predict_logits(model, held)
+    subset = boundary_subset(logit_margins(reference_logits), q=0.2)
+    classes = reference_logits.shape[1]
+    log(
+        f"{name}: {len(data)} decomposition samples, mined in {mining:.0f} s; held out "
+        f"{len(held)} (|B| = {subset.numel()})"
+    )
+    return Bench(
+        name=name,
+        model=model,
+        calibration=calibration_set(data, mined, model),
+        sources=calibration_sources(len(data), mined),
+        held_out=held.select(subset),
+        reference=reference_logits.argmax(1)[subset],
+        n_held_out=len(held),
+        space=UnitSpace.of(model, data.batch(slice(0, 2))),
+        components=ClassComponents(classes),
+        notes={"recipe": recipe, "n_decompose": len(data), "mining_s": round(mining, 1)},
+    )
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def measure(bench: Bench, masks: torch.Tensor) -> dict[str, float]:
+    """Held-out boundary Dis under both aggregators, and the max pairwise overlap."""
+    decomposition = Decomposition(bench.model, bench.space, bench.components, masks)
+    logits = decomposition.component_logits(bench.held_out)
+    overlap = jaccard_overlap(masks)
+    k = overlap.shape[0]
+    result = {
+        aggregator: disagreement(
+            bench.reference, ClassComponents(k, aggregator=aggregator).predict(logits)
+        )
+        for aggregator in ("paper", "margin")
+    }
+    result["overlap"] = float(overlap[~torch.eye(k, dtype=torch.bool)].max())
+    return result
+
+
+def run(bench: Bench, config: LBMaskConfig, seed: int, checkpoints: tuple[int, ...]) -> dict:
+    """One mask-learning run; the held-out Dis at every checkpoint (fixed steps) or at the end
+    (automatic stopping). Seconds count mask learning only, not the measurements."""
+    curve: list[dict[str, float]] = []
+    spent = [0.0]
+
+    def checkpoint(step: int, logits: torch.Tensor) -> None:
+        if step in checkpoints:
+            started = time.perf_counter()
+            masks = bench.space.binarise(logits.cpu(), SPARSITY, config.allocation)
+            curve.append({"step": step, **measure(bench, masks)})
+            spent[0] += time.perf_counter() - started
+
+    started = time.perf_counter()
+    outcome = train_masks(
+        bench.model,
+        bench.calibration,
+        bench.components,
+        bench.space,
+        config,
+        seed=seed,
+        sources=bench.sources,
+        callback=checkpoint if config.steps != "auto" else None,
+    )
+    seconds = time.perf_counter() - started - spent[0]
+    if config.steps == "auto":
+        masks = bench.space.binarise(outcome.logits, SPARSITY, config.allocation)
+        curve.append({"step": outcome.best_step, **measure(bench, masks)})
+    row = {
+        "model": bench.name,
+        "objective": config.objective,
+        "allocation": config.allocation,
+        "resolved_allocation": bench.space.resolve_allocation(config.allocation),
+        "steps": config.steps,
+        "batch": config.batch_size,
+        "seed": seed,
+        "curve": curve,
+        "seconds": round(seconds, 1),
+        "per_step_s": round(seconds / max(outcome.steps_run, 1), 3),
+        "run": outcome.summary(),
+    }
+    last = curve[-1]
+    log(
+        f"{bench.name} {config.objective}/{config.allocation} seed {seed} steps {config.steps}: "
+        f"Dis {last['paper']:.4f} (paper) {last['margin']:.4f} (margin), overlap "
+        f"{last['overlap']:.4f}, {seconds:.0f} s"
+    )
+    return row
+
+
+#: Bump when the engine computes a row differently (objectives, mask learning, binarisation,
+#: mining): cached rows of another version are never read.
+ENGINE_VERSION = 1
+
+
+def _row_key(question: str, bench: Bench, config: LBMaskConfig, seed: int, smoke: bool) -> str:
+    concrete = replace(config, allocation=bench.space.resolve_allocation(config.allocation))
+    material = [question, bench.name, asdict(concrete), seed, smoke, ENGINE_VERSION]
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def cached(
+    question: str,
+    bench: Bench,
+    config: LBMaskConfig,
+    seed: int,
+    checkpoints: tuple[int, ...],
+    smoke: bool,
+) -> dict[str, Any]:
+    """:func:`run`, its row kept in ``$SAVED_CACHE_DIR/study`` so an interrupted study resumes
+    where it stopped (keyed by the run's settings and ``ENGINE_VERSION``)."""
+    folder = cache_dir().parent / "study"
+    path = folder / f"{_row_key(question, bench, config, seed, smoke)}.json"
+    if path.exists():
+        row: dict[str, Any] = json.loads(path.read_text())
+        log(f"{bench.name} {config.objective}/{config.allocation} seed {seed}: from the cache")
+        row.pop("migrated", None)
+        row["allocation"] = config.allocation
+        row["resolved_allocation"] = bench.space.resolve_allocation(config.allocation)
+        return row
+    row = {"question": question, **run(bench, config, seed, checkpoints)}
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".partial")
+    temporary.write_text(json.dumps(row))
+    temporary.replace(path)
+    return row
+
+
+def study(names: list[str], smoke: bool) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    benches: dict[str, dict[str, Any]] = {}
+    for name in names:
+        plan = smoke_plan(PLANS[name]) if smoke else PLANS[name]
+        bench = build_bench(name, smoke)
+        benches[name] = {
+            **bench.notes,
+            "n_held_out": bench.n_held_out,
+            "n_boundary": len(bench.reference),
+            "units": bench.space.num_units,
+            "classes": bench.components.num_classes,
+        }
+        fixed = LBMaskConfig(
+            steps=max(plan.checkpoints), batch_size=plan.batch_size, allocation=ALLOCATION
+        )
+        for objective in plan.objectives:
+            for seed in plan.seeds:
+                config = replace(fixed, objective=objective)  # type: ignore[arg-type]
+                rows.append(cached("objective", bench, config, seed, plan.checkpoints, smoke))
+        if plan.allocation:
+            config = replace(fixed, objective=DEFAULT, allocation=OTHER_ALLOCATION)
+            for seed in plan.seeds:
+                rows.append(cached("allocation", bench, config, seed, plan.checkpoints, smoke))
+        if plan.auto:
+            config = LBMaskConfig() if not smoke else LBMaskConfig(max_steps=6, eval_every=2)
+            rows.append(cached("auto", bench, config, 0, (), smoke))
+    return {"benches": benches, "rows": rows}
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def final(row: dict[str, Any], aggregator: str = "paper") -> float:
+    return float(row["curve"][-1][aggregator])
+
+
+def mean_final(rows: list[dict[str, Any]], aggregator: str = "paper") -> float:
+    return statistics.fmean(final(r, aggregator) for r in rows)
+
+
+def select(rows: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+def objective_table(results: dict[str, Any], model: str) -> list[str]:
+    rows = select(results["rows"], model=model, question="objective")
+    steps = [c["step"] for c in rows[0]["curve"]]
+    lines = [
+        "| objective | seed | " + " | ".join(f"{s}" for s in steps) + " | margin agg. at "
+        f"{steps[-1]} | max overlap | s/step |",
+        "|" + " --- |" * (len(steps) + 5),
+    ]
+    for row in rows:
+        cells = " | ".join(f"{c['paper']:.4f}" for c in row["curve"])
+        lines.append(
+            f"| {row['objective']} | {row['seed']} | {cells} | {final(row, 'margin'):.4f} | "
+            f"{row['curve'][-1]['overlap']:.4f} | {row['per_step_s']} |"
+        )
+    return lines
+
+
+def summary_rows(results: dict[str, Any]) -> list[str]:
+    """Q1 and Q2 at a glance: each objective's final Dis, mean over seeds, per model."""
+    models = list(results["benches"])
+    objectives = [o for o in ALL if select(results["rows"], objective=o, question="objective")]
+    lines = ["| objective | aggregator | " + " | ".join(models) + " |"]
+    lines.append("|" + " --- |" * (len(models) + 2))
+    for objective in objectives:
+        for aggregator in ("paper", "margin"):
+            cells = []
+            for model in models:
+                rows = select(
+                    results["rows"], model=model, objective=objective, question="objective"
+                )
+                cells.append(f"{mean_final(rows, aggregator):.4f}" if rows else "")
+            lines.append(f"| {objective} | {aggregator} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def conclusions(results: dict[str, Any]) -> dict[str, str]:
+    """One paragraph per question, every figure computed from the rows."""
+    rows = results["rows"]
+    models = list(results["benches"])
+    objective_rows = select(rows, question="objective")
+    text: dict[str, str] = {}
+
+    best: dict[str, tuple[str, float]] = {}
+    for model in models:
+        scores = {
+            o: mean_final(select(objective_rows, model=model, objective=o))
+            for o in ALL
+            if select(objective_rows, model=model, objective=o)
+        }
+        winner = min(scores, key=lambda o: scores[o])
+        best[model] = (winner, scores[winner])
+    wins = {o: sum(1 for w, _ in best.values() if w == o) for o in ALL}
+    bce_vs_default = []
+    for model in models:
+        bce = select(objective_rows, model=model, objective="bce")
+        chosen = select(objective_rows, model=model, objective=DEFAULT)
+        if bce and chosen:
+            bce_vs_default.append(f"{model} {mean_final(bce):.4f} -> {mean_final(chosen):.4f}")
+    text["Q1 objectives"] = (
+        "Lowest held-out boundary Dis (paper aggregator, last checkpoint, mean over seeds): "
+        + "; ".join(f"{m}: {o} ({v:.4f})" for m, (o, v) in best.items())
+        + ". Wins per objective: "
+        + ", ".join(f"{o} {n}" for o, n in wins.items() if n)
+        + f". The default objective `{DEFAULT}` against today's `bce`: "
+        + "; ".join(bce_vs_default)
+        + "."
+    )
+    paper = statistics.fmean(final(r, "paper") for r in objective_rows)
+    margin = statistics.fmean(final(r, "margin") for r in objective_rows)
+    by_objective = []
+    for objective in ALL:
+        chosen = select(objective_rows, objective=objective)
+        if chosen:
+            paper_dis, margin_dis = mean_final(chosen, "paper"), mean_final(chosen, "margin")
+            by_objective.append(f"{objective} {paper_dis:.4f} / {margin_dis:.4f}")
+    text["Q2 aggregators"] = (
+        f"Over every objective run, mean held-out boundary Dis is {paper:.4f} with the paper's "
+        f"aggregator and {margin:.4f} with the margin aggregator. By objective (paper / margin): "
+        + "; ".join(by_objective)
+        + "."
+    )
+    pairs = []
+    for model in models:
+        other = select(rows, model=model, question="allocation")
+        default = select(objective_rows, model=model, objective=DEFAULT)
+        if other and default:
+            found = {ALLOCATION: default, OTHER_ALLOCATION: other}
+            group, kind = found["group"], found["kind"]
+            pairs.append(
+                f"{model} group {mean_final(group):.4f} / kind {mean_final(kind):.4f} (overlap "
+                f"{statistics.fmean(r['curve'][-1]['overlap'] for r in group):.4f} / "
+                f"{statistics.fmean(r['curve'][-1]['overlap'] for r in kind):.4f})"
+            )
+    text["Q3 allocation"] = (
+        f"Objective `{DEFAULT}`, paper aggregator, held-out boundary Dis with per-group quotas / "
+        "one quota per unit kind (same total units): " + "; ".join(pairs) + "."
+    )
+    curves = []
+    for model in models:
+        chosen = select(objective_rows, model=model, objective=DEFAULT)
+        if chosen:
+            first = statistics.fmean(r["curve"][0]["paper"] for r in chosen)
+            best_point = min((c["paper"], c["step"]) for r in chosen for c in r["curve"])
+            curves.append(
+                f"{model}: {first:.4f} after {chosen[0]['curve'][0]['step']} steps, best "
+                f"{best_point[0]:.4f} at {best_point[1]}, {final(chosen[0]):.4f} at "
+                f"{chosen[0]['curve'][-1]['step']}"
+            )
+    autos = [
+        f"{r['model']}: stopped ({r['run']['stopped']}) after {r['run']['steps_run']} steps "
+        f"(best {r['run']['best_step']}), {r['seconds']:.0f} s, Dis {final(r):.4f}"
+        for r in select(rows, question="auto")
+    ]
+    text["Q4 budget"] = (
+        f"Learning curves of `{DEFAULT}` (held-out Dis, paper aggregator): "
+        + "; ".join(curves)
+        + ". Library defaults with automatic stopping: "
+        + "; ".join(autos)
+        + "."
+    )
+    return text
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# STUDY: what LBMask should optimise, for how long, with which aggregator",
+        "",
+        "Generated by `benchmarks/lbmask_study.py`; no number here is edited by hand. Regenerate:",
+        "",
+        f"    {results['command']}",
+        "",
+        f"Machine: {results['machine']}. Sparsity {SPARSITY}, boundary quantile q = 0.2, "
+        f"allocation `{ALLOCATION}` unless the table says otherwise. Masks "
+        "are always learned on one split and measured on a disjoint held-out split (below); "
+        "`Dis` is the boundary disagreement on the held-out boundary subset B. Seconds count "
+        "mask learning only, measured with nothing else running on the machine"
+        + (" (this run: under load, see the command line)" if results.get("under_load") else "")
+        + ".",
+        "",
+        "## Models and splits",
+        "",
+        "| model | classes | units | decomposed on | held out | \\|B\\| | mining (s) | model |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, bench in results["benches"].items():
+        lines.append(
+            f"| {name} | {bench['classes']} | {bench['units']} | {bench['n_decompose']} | "
+            f"{bench['n_held_out']} | {bench['n_boundary']} | {bench['mining_s']} | "
+            f"{bench['recipe']} |"
+        )
+    text = conclusions(results)
+    lines += ["", "## Conclusions", ""]
+    lines += [f"**{question}.** {paragraph}\n" for question, paragraph in text.items()]
+    lines += ["## Q1 and Q2: final held-out boundary Dis by objective and aggregator", ""]
+    lines += summary_rows(results)
+    lines += ["", "## Q1 and Q4: learning curves (held-out boundary Dis, paper aggregator)", ""]
+    for model in results["benches"]:
+        lines += [f"### {model}", "", *objective_table(results, model), ""]
+    lines += [f"## Q3: allocation ({OTHER_ALLOCATION}; the tables above use {ALLOCATION})", ""]
+    lines += [
+        "| model | seed | Dis paper | Dis margin | max overlap | steps |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in select(results["rows"], question="allocation"):
+        last = row["curve"][-1]
+        lines.append(
+            f"| {row['model']} | {row['seed']} | {last['paper']:.4f} | {last['margin']:.4f} | "
+            f"{last['overlap']:.4f} | {last['step']} |"
+        )
+    lines += ["", "## Q4: automatic stopping with the library's defaults", ""]
+    lines += [
+        "| model | allocation | stopped | steps run | best step | seconds | Dis paper | "
+        "Dis margin | max overlap |",
+        "|" + " --- |" * 9,
+    ]
+    for row in select(results["rows"], question="auto"):
+        last = row["curve"][-1]
+        lines.append(
+            f"| {row['model']} | {row['allocation']} ({row['resolved_allocation']}) | "
+            f"{row['run']['stopped']} | {row['run']['steps_run']} | {row['run']['best_step']} | "
+            f"{row['seconds']} | {last['paper']:.4f} | {last['margin']:.4f} | "
+            f"{last['overlap']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Whole run: {results['seconds']:.0f} s. Rows already in the study cache "
+        "(`$SAVED_CACHE_DIR/study`, keyed by question, model, full LBMask configuration, seed "
+        "and `ENGINE_VERSION`) are reused rather than recomputed, so an interrupted study "
+        "resumes; each row's seconds are those of the run that computed it.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--only", default=",".join(PLANS), help="comma-separated models")
+    parser.add_argument("--out", type=Path, default=None, help="default docs/STUDY.md")
+    parser.add_argument("--render", type=Path, help="rebuild the markdown from a STUDY.json")
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="say in the document that the machine was busy during the run",
+    )
+    args = parser.parse_args()
+    if args.render:
+        results = json.loads(args.render.read_text())
+        out = args.out or args.render.with_suffix(".md")
+        out.write_text(markdown(results))
+        log(f"rendered {out} from {args.render}")
+        return
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(PLANS))
+    if unknown:
+        parser.error(f"--only: unknown {unknown}; choose from {', '.join(PLANS)}")
+    out = args.out or ROOT / "docs" / "STUDY.md"
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    results = study(names, args.smoke)
+    results.update(
+        command=shlex.join([".venv/bin/python", "benchmarks/lbmask_study.py", *sys.argv[1:]]),
+        machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, CPU",
+        under_load=args.under_load,
+        seconds=time.perf_counter() - started,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown(results))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {out} and its .json ({results['seconds']:.0f} s)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
