@@ -5,19 +5,32 @@ gives the model's cost per sample ``t``. Mining then costs about ``MINING_PASSES
 the data (PGD forward + input-gradient steps, then bisection forwards over both ends of every
 pair), and one LBMask step about ``STEP_PASSES`` passes over ``K * batch`` rows (forward and
 mask-gradient backward of K components), plus the held-out measurements of automatic
-stopping. The factors were measured on the digits MLP, MiniLM and mobilenet_v2
-(benchmarks/decompose_time.py, docs/BENCHMARKS.md); the estimate is rough — within a factor
-of two — and, with automatic stopping, an upper bound on mask learning.
+stopping. One fixed step factor was off by 2.7x in both directions on mobilenet_v2 and MiniLM
+(backward costs differ by architecture), so when mask learning looks long :func:`probe_step`
+times one real step instead (:func:`saved.decompose` does; a second or two). Measured against
+the time taken with benchmarks/decompose_time.py (docs/BENCHMARKS.md); with automatic
+stopping the mask-learning figure is an upper bound (``max_steps``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, replace
 
+import torch
+from torch import nn
+
+from .adapters import Inputs
 from .boundary import BoundaryConfig
-from .lbmask import VALIDATION_ROWS, LBMaskConfig
+from .components import ClassComponents
+from .lbmask import VALIDATION_ROWS, LBMaskConfig, MaskTrainer
+from .units import MaskSpace
 
-__all__ = ["Estimate", "estimate_seconds"]
+__all__ = ["PROBE_FROM", "Estimate", "estimate_seconds", "probe_step"]
+
+#: Mask learning estimated by the step factor at or above this many seconds is timed instead.
+PROBE_FROM = 10.0
 
 #: Passes over the data that boundary mining costs (measured; see the module docstring).
 MINING_PASSES = 40.0
@@ -60,6 +73,7 @@ def estimate_seconds(
     *,
     mining: bool,
     learning: bool,
+    step_seconds: float | None = None,
 ) -> Estimate:
     """The estimate from the reference pass's cost per sample (seconds).
 
@@ -67,6 +81,8 @@ def estimate_seconds(
         n: decomposition samples (before boundary points).
         mining: whether boundary points are still to be mined.
         learning: whether masks are learned (LBMask) rather than scored.
+        step_seconds: one mask-learning step, timed by :func:`probe_step`; ``None``: from
+            ``STEP_PASSES``.
     """
     boundary = boundary or BoundaryConfig()
     scale = (boundary.steps + boundary.max_steps) / 50  # the defaults: 20 + 30
@@ -74,14 +90,41 @@ def estimate_seconds(
     if not learning:
         return Estimate(mined, per_sample * n * 3 * components, 0, False)
     rows = components * config.batch_size
-    step = per_sample * rows * STEP_PASSES
+    step = per_sample * rows * STEP_PASSES if step_seconds is None else step_seconds
     steps = config.step_limit
     measure = 0.0
     if config.steps == "auto":
         held = min(VALIDATION_ROWS, round(3 * n * config.validation_fraction))
-        measure = (steps // config.eval_every) * held * components * per_sample
+        if step_seconds is None:
+            measure = (steps // config.eval_every) * held * components * per_sample
+        else:  # a measurement is forward passes only: about a third of a step per batch
+            batches = math.ceil(held / config.batch_size)
+            measure = (steps // config.eval_every) * batches * step_seconds / 3
     budget = config.time_budget
     masks = step * steps + measure
     if budget is not None:
         masks = min(masks, budget)
     return Estimate(mined, masks, steps, config.steps == "auto" or budget is not None)
+
+
+def probe_step(
+    model: nn.Module,
+    inputs: Inputs,
+    components: ClassComponents,
+    space: MaskSpace,
+    config: LBMaskConfig,
+    *,
+    device: torch.device | str | None = None,
+) -> float:
+    """Seconds of one real mask-learning step on the first rows of ``inputs``.
+
+    Two steps run (the first warms up allocators and kernels) and the second is timed; the
+    trainer works on its own logits and restores the model, so nothing is changed.
+    """
+    rows = torch.arange(min(len(inputs), 2 * config.batch_size))
+    probe = replace(config, steps=2, time_budget=None)
+    with MaskTrainer(model, inputs.select(rows), components, space, probe, device=device) as trainer:
+        trainer.step()
+        started = time.perf_counter()
+        trainer.step()
+        return time.perf_counter() - started

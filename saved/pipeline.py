@@ -37,7 +37,7 @@ from .boundary import (
 from .components import Aggregator, ClassComponents
 from .contract import Contract
 from .decomposition import Decomposition
-from .estimate import Estimate, estimate_seconds
+from .estimate import PROBE_FROM, Estimate, estimate_seconds, probe_step
 from .evaluation import assess
 from .holdout import holdout
 from .lbmask import LBMaskConfig, train_masks
@@ -167,15 +167,21 @@ def decompose(
             f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
             f"but the data has {len(inputs)}; mine it on the same data"
         )
-    estimate = estimate_seconds(
-        per_sample,
-        len(inputs),
-        k,
-        config,
-        boundary,
-        mining=method in _NEEDS_CALIBRATION and mined is None,
-        learning=method.startswith("lbmask"),
-    )
+    def _estimate(step_seconds: float | None = None) -> Estimate:
+        return estimate_seconds(
+            per_sample,
+            len(inputs),
+            k,
+            config,
+            boundary,
+            mining=method in _NEEDS_CALIBRATION and mined is None,
+            learning=method.startswith("lbmask"),
+            step_seconds=step_seconds,
+        )
+
+    estimate = _estimate()
+    if estimate.masks >= PROBE_FROM and method.startswith("lbmask"):
+        estimate = _estimate(probe_step(model, inputs, components, space, config, device=run_on))
     if on_estimate is not None:
         on_estimate(estimate)
     if progress and estimate.total >= 10:

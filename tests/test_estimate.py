@@ -3,13 +3,17 @@ work, and a time budget that stops mask learning."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
+import torch
 
 import saved
-from saved import BoundaryConfig, LBMaskConfig
-from saved.estimate import MINING_PASSES, STEP_PASSES, Estimate, estimate_seconds
+from saved import BoundaryConfig, ClassComponents, LBMaskConfig, as_inputs
+from saved.estimate import MINING_PASSES, STEP_PASSES, Estimate, estimate_seconds, probe_step
+from saved.lbmask import VALIDATION_ROWS
+from saved.units import UnitSpace
 
 
 def test_estimate_by_hand() -> None:
@@ -60,3 +64,33 @@ def test_a_time_budget_bounds_the_whole_call(digits_mlp, digits_xy) -> None:
     )
     assert decomposition.metadata["training"]["stopped"] == "time_budget"
     assert time.perf_counter() - started < 60  # generous on a shared machine
+
+
+def test_a_timed_step_replaces_the_step_factor(digits_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    space = UnitSpace.of(digits_mlp, x[:2])
+    was_training = digits_mlp.training
+    digits_mlp.train()
+    digits_mlp[0].weight.requires_grad_(False)
+    before = {name: p.detach().clone() for name, p in digits_mlp.named_parameters()}
+    flags = {name: p.requires_grad for name, p in digits_mlp.named_parameters()}
+    config = LBMaskConfig(batch_size=16)
+    try:
+        step = probe_step(digits_mlp, as_inputs(x[:100]), ClassComponents(10), space, config)
+        # nothing of the user's model changes: weights, mode, requires_grad flags
+        assert digits_mlp.training
+        assert {n: p.requires_grad for n, p in digits_mlp.named_parameters()} == flags
+        for name, p in digits_mlp.named_parameters():
+            assert torch.equal(p, before[name])
+    finally:
+        digits_mlp.train(was_training)
+        digits_mlp[0].weight.requires_grad_(True)
+    assert 0 < step < 30
+    timed = estimate_seconds(
+        0.001, 500, 10, config, None, mining=False, learning=True, step_seconds=step
+    )
+    held = min(VALIDATION_ROWS, round(3 * 500 * config.validation_fraction))  # 300 rows
+    validations = config.max_steps // config.eval_every
+    measure = validations * math.ceil(held / config.batch_size) * step / 3
+    assert timed.masks == pytest.approx(step * config.max_steps + measure)
+    assert timed.automatic and timed.steps == config.max_steps
