@@ -123,7 +123,8 @@ def probe_step(
     """
     rows = torch.arange(min(len(inputs), 2 * config.batch_size))
     probe = replace(config, steps=2, time_budget=None)
-    with MaskTrainer(model, inputs.select(rows), components, space, probe, device=device) as trainer:
+    trainer = MaskTrainer(model, inputs.select(rows), components, space, probe, device=device)
+    with trainer:
         trainer.step()
         started = time.perf_counter()
         trainer.step()

@@ -167,6 +167,7 @@ def decompose(
             f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
             f"but the data has {len(inputs)}; mine it on the same data"
         )
+
     def _estimate(step_seconds: float | None = None) -> Estimate:
         return estimate_seconds(
             per_sample,
