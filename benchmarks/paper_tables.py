@@ -323,14 +323,14 @@ def findings(results: dict[str, Any]) -> list[str]:
         say(
             "LBMask alpha = 0 satisfies the contract on the 14-topic text set",
             row["holds"],
-            f"Dis + h = {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
+            f"upper bound {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
         )
     if "minilm-debian4" in rq1:
         row = rq1["minilm-debian4"]
         say(
             "the 4-topic set (AG News analogue) fails",
             not row["holds"],
-            f"Dis + h = {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
+            f"upper bound {row['bound']:.4f}, overlap {row['overlap']:.4f}, {verdict(row)}",
         )
     rq2 = {row["method"]: row for row in results.get("rq2", [])}
     if rq2:
