@@ -31,6 +31,18 @@ def _last_json_line(*args: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _rendered_again(script: str, out: Path, tmp_path: Path) -> str:
+    """The markdown ``script --render`` rebuilds from the JSON written beside ``out``."""
+    rendered = tmp_path / "again.md"
+    subprocess.run(
+        [sys.executable, script, "--render", str(out.with_suffix(".json")), "--out", str(rendered)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return rendered.read_text()
+
+
 def test_boundary_benchmark_smoke() -> None:
     result = _last_json_line("benchmarks/boundary.py", "--smoke", "--rounds", "1")
     models = {row["model"]: row for row in result["results"]}
@@ -105,13 +117,7 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
     assert set(result["phases"]) >= {"boundary mining (PGD + bisection)", "total"}
     assert len(result["findings"]) >= 7
     # the rows kept beside the markdown rebuild it exactly, without computing anything
-    rendered = tmp_path / "again.md"
-    subprocess.run(
-        [sys.executable, "benchmarks/paper_tables.py", "--render", str(out.with_suffix(".json")),
-         "--out", str(rendered)],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    assert rendered.read_text() == text
+    assert _rendered_again("benchmarks/paper_tables.py", out, tmp_path) == text
 
 
 @needs_fashion_mnist
@@ -193,21 +199,7 @@ def test_lbmask_study_smoke(tmp_path: Path) -> None:
     text = out.read_text()
     for question in ("Q1 objectives", "Q2 aggregators", "Q3 allocation", "Q4 budget"):
         assert question in text
-    rendered = tmp_path / "again.md"
-    subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/lbmask_study.py",
-            "--render",
-            str(out.with_suffix(".json")),
-            "--out",
-            str(rendered),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    assert rendered.read_text() == text
+    assert _rendered_again("benchmarks/lbmask_study.py", out, tmp_path) == text
 
 
 @needs_fashion_mnist
@@ -227,3 +219,46 @@ def test_decompose_time_smoke(tmp_path: Path) -> None:
         assert row["estimate_s"] > 0 and row["seconds"] > 0
         assert row["ratio"] > 0
         assert row["stopped"] in ("converged", "max_steps", "time_budget")
+
+
+@needs_fashion_mnist
+def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
+    """Every point is a rate over the held-out boundary subset with its exact binomial limit;
+    the masks the sweep learns are the ones ``saved.decompose`` learns; the markdown's verdict
+    column agrees with the contract; ``--render`` rebuilds the same markdown."""
+    from saved.contract import clopper_pearson_upper
+
+    out = tmp_path / "SWEEP.md"
+    result = _last_json_line(
+        "benchmarks/sparsity_sweep.py",
+        "--smoke",
+        "--only",
+        "vit-fmnist,minilm-debian4",
+        "--out",
+        str(out),
+        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    contract = result["contract"]
+    assert [row["model"] for row in result["rows"]] == ["vit-fmnist", "minilm-debian4"]
+    for row in result["rows"]:
+        assert row["same_masks_as_decompose"]
+        n = row["n_boundary"]
+        methods = [(p["method"], p["sparsity"]) for p in row["points"]]
+        assert ("lbmask relearned", contract["eta"]) in methods
+        assert {s for m, s in methods if m == "wanda"} == {0.1, 0.2, 0.3, 0.4, 0.5}
+        for p in row["points"]:
+            wrong = round(p["dis"] * n)
+            assert abs(p["dis"] * n - wrong) < 1e-9
+            assert p["upper"] == pytest.approx(clopper_pearson_upper(wrong, n, contract["delta"]))
+            assert 0 <= p["overlap"] <= 1
+    text = out.read_text()
+    assert "--smoke --only" in text and "no number here is edited by hand" in text
+    admissible = sum(
+        p["upper"] <= contract["eps"]
+        and p["overlap"] <= contract["gamma"]
+        and p["sparsity"] >= contract["eta"]
+        for row in result["rows"]
+        for p in row["points"]
+    )
+    assert text.count("| yes |") == admissible
+    assert _rendered_again("benchmarks/sparsity_sweep.py", out, tmp_path) == text
