@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 import saved
-from saved._hashing import inputs_digest, model_digest
-from saved.adapters import as_inputs, resolve_device
+from saved import __version__ as saved_version
 
 __all__ = ["CacheStats", "Engine"]
 
@@ -59,15 +58,14 @@ class Engine:
         self, model: nn.Module, data: object, labels: object, settings: dict[str, Any]
     ) -> str:
         """sha256 of everything a decomposition depends on."""
-        inputs = as_inputs(data, labels)
-        device = str(resolve_device(model, self.device))
+        device = str(saved.resolve_device(model, self.device))
         material = {
-            "model": model_digest(model),
-            "data": inputs_digest(inputs),
+            "model": saved.fingerprint(model),
+            "data": saved.fingerprint(data, labels),  # a DataLoader is streamed, not held
             "settings": settings,
             "seed": self.seed,
             "device": device,
-            "saved": saved.__version__,
+            "saved": saved_version,
             "torch": torch.__version__,
         }
         return hashlib.sha256(

@@ -13,7 +13,6 @@ suppressed). Load it with ``settings.load_profile("decompose")``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -27,19 +26,11 @@ from hypothesis.errors import NoSuchExample
 from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
+import saved
 from saved import Decomposition, as_inputs, predict_logits
-from saved._hashing import model_digest, tensor_digest
-from saved.adapters import (
-    batch_to,
-    forward_logits,
-    frozen_eval,
-    match_dtype,
-    model_device,
-    repeat_batch,
-)
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
-from saved.units import UnitSpace
+from saved.inputs import match_dtype
 
 __all__ = ["Counterexample", "boundary_inputs", "find_counterexample"]
 
@@ -93,28 +84,9 @@ def boundary_inputs(
         seed = draw_fn(st.integers(0, 2**16))
         mined = mine_boundary(model, sample, base, seed=seed, targets=torch.tensor([target]))
         hypothesis.assume(bool(mined.refined[0]))
-        return mined.inside.fields["x"]
+        return mined.inside.tensor
 
     return draw()
-
-
-def _fast_evaluator(model: nn.Module, decomposition: Decomposition) -> Any:
-    """``point -> (reference logits, decomposed predictions)`` for use inside the search's
-    context (eval mode, no grad, and for structured masks the K+1-row hooks)."""
-    if not isinstance(decomposition.space, UnitSpace):
-        return lambda point: (
-            predict_logits(model, as_inputs(point)),
-            decomposition.predict(point),
-        )
-    k = decomposition.components.num_components
-
-    def evaluate(point: Tensor) -> tuple[Tensor, Tensor]:
-        batch = repeat_batch(batch_to(point, model_device(model)), k + 1)
-        out = forward_logits(model, batch).float().cpu()
-        out = out.view(k + 1, point.shape[0], -1)
-        return out[0], decomposition.components.predict(out[1:])
-
-    return evaluate
 
 
 @dataclass(frozen=True)
@@ -149,7 +121,7 @@ def find_counterexample(
     inputs = match_dtype(as_inputs(data).without_labels(), model)
     if inputs.is_mapping:
         raise TypeError("find_counterexample: expects tensor inputs (features or images)")
-    x = inputs.fields["x"].float()
+    x = inputs.tensor.float()
     margins = logit_margins(predict_logits(model, inputs))
     order = margins.argsort(stable=True)
     low, high = domain if domain is not None else (float(x.min()), float(x.max()))
@@ -170,28 +142,20 @@ def find_counterexample(
         delta = torch.from_numpy(values.copy()).to(x.dtype).view(1, *shape)
         return index, delta, (x[index : index + 1] + delta).clamp(low, high)
 
-    evaluate = _fast_evaluator(model, decomposition)
+    # one forward pass per candidate: the model and its K components together
+    with decomposition.joint_predictor() as evaluate:
 
-    def disagrees(candidate: tuple[int, np.ndarray]) -> bool:
-        _, _, point = build(candidate)
-        logits, decomposed = evaluate(point)
-        hypothesis.target(-float(logit_margins(logits)[0]), label="negative margin")
-        return bool(decomposed[0] != logits.argmax(1)[0])
+        def disagrees(candidate: tuple[int, np.ndarray]) -> bool:
+            _, _, point = build(candidate)
+            logits, decomposed = evaluate(point)
+            hypothesis.target(-float(logit_margins(logits)[0]), label="negative margin")
+            return bool(decomposed[0] != logits.argmax(1)[0])
 
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(frozen_eval(model))
-        stack.enter_context(torch.no_grad())
-        if isinstance(decomposition.space, UnitSpace):
-            # the model itself runs as row 0, an all-kept mask; the K components after it:
-            # one forward pass per candidate, with the hooks registered once for the search
-            everything = torch.ones(1, decomposition.space.num_units, dtype=torch.bool)
-            rows = torch.cat([everything, decomposition.masks.cpu()]).to(model_device(model))
-            stack.enter_context(decomposition.space.masked(model, rows))
         # Keyed by what the search depends on, so Hypothesis's example database replays the
         # shrunk counterexample on a re-run instead of searching and shrinking again.
         key = hashlib.sha256(
-            f"{model_digest(model)}|{tensor_digest(decomposition.masks)}|"
-            f"{tensor_digest(x)}|{radius}|{low}|{high}".encode()
+            f"{saved.fingerprint(model)}|{saved.fingerprint(decomposition.masks)}|"
+            f"{saved.fingerprint(x)}|{radius}|{low}|{high}".encode()
         ).digest()
         try:
             found = hypothesis.find(

@@ -10,17 +10,22 @@ Public API (everything else is private by name or by module):
 * :func:`assess` — Phase 4, a report from reference logits, decomposed predictions and supports;
 * :func:`holdout` — which samples decompose and which certify (held out by default);
 * :func:`plan_samples` — how many samples a contract needs to be able to pass;
-* :func:`as_inputs` — the accepted input forms, as one :class:`Inputs` type.
+* :func:`as_inputs` — the accepted input forms, as one :class:`Inputs` type;
+* :func:`predict_logits` / :func:`resolve_device` — the model's logits batch by batch, and the
+  device the engine runs a model on;
+* :func:`fingerprint` — a content hash of a model's weights, a tensor or data (cache keys).
 """
 
+from ._hashing import fingerprint
+from ._runtime import predict_logits, resolve_device
 from ._version import __version__ as __version__
-from .adapters import Inputs, as_inputs, predict_logits
 from .boundary import BoundaryConfig
 from .components import ClassComponents
 from .contract import Contract, SamplePlan, plan_samples
 from .decomposition import Decomposition, load
 from .evaluation import assess
 from .holdout import Holdout, SameSamplesWarning, holdout
+from .inputs import Inputs, as_inputs
 from .lbmask import LBMaskConfig
 from .pipeline import METHODS, check, decompose, evaluate
 from .report import ContractReport, SampleSplit
@@ -43,8 +48,10 @@ __all__ = [
     "check",
     "decompose",
     "evaluate",
+    "fingerprint",
     "holdout",
     "load",
     "plan_samples",
     "predict_logits",
+    "resolve_device",
 ]

@@ -21,9 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .adapters import Inputs, frozen_eval
+from ._runtime import frozen_eval
 from .components import ClassComponents
 from .contract import Contract, boundary_subset, jaccard_overlap, logit_margins
+from .inputs import Inputs
 from .units import Allocation, MaskSpace
 
 __all__ = ["MAX_SPARSITY", "STEP", "adaptive_sparsity"]
@@ -134,7 +135,7 @@ def _logits(
     batch_size: int,
 ) -> Tensor:
     """``[n, C]`` logits of the model masked by one mask row (unmasked when ``None``)."""
-    from .adapters import forward_logits, model_device
+    from ._runtime import forward_logits, model_device
 
     run_on = device or model_device(model)
     parts = []

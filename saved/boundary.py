@@ -33,19 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from ._progress import progress_bar
-from .adapters import (
-    DEFAULT_BATCH_SIZE,
-    ContinuousForm,
-    Inputs,
-    as_inputs,
-    continuous_form,
-    forward_logits,
-    frozen_eval,
-    match_dtype,
-    on_device,
-    resolve_device,
-)
+from ._runtime import forward_logits, frozen_eval, on_device, resolve_device
 from .contract import logit_margins
+from .embedding import ContinuousForm, continuous_form
+from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, match_dtype
 
 __all__ = [
     "BoundaryConfig",

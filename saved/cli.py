@@ -107,7 +107,8 @@ def _sparsity(text: str) -> float | str:
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
     """Train an MLP on the real digits data and run the whole pipeline on it."""
-    from .adapters import as_inputs, predict_logits
+    from ._runtime import predict_logits
+    from .inputs import as_inputs
     from .testing import digits, tiny_mlp, train_classifier
 
     started = time.perf_counter()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,17 +17,9 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ._hashing import model_digest, tensor_digest
-from .adapters import (
-    DEFAULT_BATCH_SIZE,
-    Inputs,
-    as_inputs,
-    forward_logits,
-    frozen_eval,
-    match_dtype,
-    on_device,
-    resolve_device,
-)
+from ._runtime import forward_logits, frozen_eval, model_device, on_device, resolve_device
 from .components import ClassComponents
+from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, batch_to, match_dtype, repeat_batch
 from .units import MaskSpace, UnitSpace
 
 __all__ = ["ComponentCost", "Decomposition", "load"]
@@ -96,6 +90,40 @@ class Decomposition:
                 out = self.space.run(runner, masks, batch)
                 chunks.append(out.view(k, -1, out.shape[-1]).float().cpu())
         return torch.cat(chunks, dim=1)
+
+    @contextlib.contextmanager
+    def joint_predictor(self) -> Iterator[Callable[[Tensor], tuple[Tensor, Tensor]]]:
+        """Inside the block: ``point -> (reference logits [n, C], decomposed predictions [n])``
+        for a batch of tensor inputs on the model's device, the model and its K components
+        in *one* forward pass (for many small calls: a search, a fuzzer).
+
+        The model is frozen in eval mode and gradients are off for the block; for structured
+        masks the hooks are registered once for the block (row 0 an all-kept mask, the model
+        itself; rows 1..K the components). Per-weight masks run the two predictions apart.
+        """
+        model = self.model
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(frozen_eval(model))
+            stack.enter_context(torch.no_grad())
+            if not isinstance(self.space, UnitSpace):
+
+                def apart(point: Tensor) -> tuple[Tensor, Tensor]:
+                    logits = forward_logits(model, point.to(model_device(model))).float().cpu()
+                    return logits, self.predict(point)
+
+                yield apart
+                return
+            k = self.components.num_components
+            everything = torch.ones(1, self.space.num_units, dtype=torch.bool)
+            rows = torch.cat([everything, self.masks.cpu()]).to(model_device(model))
+            stack.enter_context(self.space.masked(model, rows))
+
+            def joint(point: Tensor) -> tuple[Tensor, Tensor]:
+                batch = repeat_batch(batch_to(point, model_device(model)), k + 1)
+                out = forward_logits(model, batch).float().cpu().view(k + 1, point.shape[0], -1)
+                return out[0], self.components.predict(out[1:])
+
+            yield joint
 
     def predict(self, data: object, **kwargs: object) -> Tensor:
         """Decomposed predictions ``y_dec`` for every sample of ``data``."""

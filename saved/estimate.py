@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .adapters import Inputs
 from .boundary import BoundaryConfig
 from .components import ClassComponents
+from .inputs import Inputs
 from .lbmask import VALIDATION_ROWS, LBMaskConfig, MaskTrainer
 from .units import MaskSpace
 

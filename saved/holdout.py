@@ -24,14 +24,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._hashing import inputs_digest
-from .adapters import (
-    DEFAULT_BATCH_SIZE,
-    as_inputs,
-    iter_inputs,
-    on_device,
-    predict_logits,
-    resolve_device,
-)
+from ._runtime import on_device, predict_logits, resolve_device
+from .inputs import DEFAULT_BATCH_SIZE, as_inputs, iter_inputs
 from .report import SampleSplit
 
 __all__ = ["Holdout", "SameSamplesWarning", "holdout", "stratified_split"]

@@ -4,7 +4,7 @@ For each component k, one logit per structural unit, ``p = sigmoid(logit)``. The
 uses the *hard* mask — exactly the top units of every quota block by logit, the same rule as
 the final binarisation (:meth:`saved.units.MaskSpace.binarise`) — with a straight-through
 gradient ``hard + p - p.detach()``. The model's weights are frozen (``requires_grad`` off inside
-:func:`saved.adapters.frozen_eval`), so backward computes gradients for the mask logits only,
+:func:`saved._runtime.frozen_eval`), so backward computes gradients for the mask logits only,
 never for weights; BatchNorm stays in eval mode and dropout is off.
 
 Loss: the objective (:mod:`saved.objectives`; low-margin samples — the lowest
@@ -37,19 +37,17 @@ import torch
 from torch import Tensor, nn
 
 from ._progress import progress_bar
-from .adapters import (
-    Inputs,
-    batch_to,
+from ._runtime import (
     forward_logits,
     frozen_eval,
     model_device,
     on_device,
     predict_logits,
     resolve_device,
-    trim_padding,
 )
 from .components import ClassComponents
 from .contract import logit_margins
+from .inputs import Inputs, batch_to, trim_padding
 from .objectives import OBJECTIVES, Objective, ObjectiveTargets, objective_loss
 from .units import Allocation, MaskSpace
 

@@ -13,18 +13,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ._hashing import inputs_digest
-from .adapters import (
-    DEFAULT_BATCH_SIZE,
-    STREAM_BATCHES,
-    Batch,
-    Inputs,
-    iter_inputs,
-    match_dtype,
-    on_device,
-    predict_logits,
-    resolve_device,
-    sample_inputs,
-)
+from ._runtime import on_device, predict_logits, resolve_device
 from .adaptive import adaptive_sparsity
 from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
 from .boundary import (
@@ -40,6 +29,15 @@ from .decomposition import Decomposition
 from .estimate import PROBE_FROM, Estimate, estimate_seconds, probe_step
 from .evaluation import assess
 from .holdout import holdout
+from .inputs import (
+    DEFAULT_BATCH_SIZE,
+    STREAM_BATCHES,
+    Batch,
+    Inputs,
+    iter_inputs,
+    match_dtype,
+    sample_inputs,
+)
 from .lbmask import LBMaskConfig, train_masks
 from .report import ContractReport, SampleSplit
 from .units import MaskSpace, UnitSpace

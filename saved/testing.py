@@ -163,7 +163,7 @@ def train_classifier(
     seed: int = 0,
 ) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode."""
-    from .adapters import forward_logits
+    from ._runtime import forward_logits
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)

@@ -31,7 +31,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from .adapters import Batch, forward_logits, repeat_batch
+from ._runtime import forward_logits
+from .inputs import Batch, repeat_batch
 
 __all__ = ["Allocation", "MaskSite", "MaskSpace", "UnitGroup", "UnitSpace"]
 

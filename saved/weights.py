@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .adapters import Batch, logits_of
+from ._runtime import logits_of
+from .inputs import Batch
 from .units import MaskSpace, _find_classifier
 
 __all__ = ["WeightGroup", "WeightSpace"]

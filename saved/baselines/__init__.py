@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..adapters import Inputs
 from ..components import ClassComponents
+from ..inputs import Inputs
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..adapters import forward_logits, frozen_eval, on_device, predict_logits
+from .._runtime import forward_logits, frozen_eval, on_device, predict_logits
 from . import MaskContext
 
 
