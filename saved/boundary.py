@@ -141,6 +141,7 @@ class BoundarySet:
     field: str  # the perturbed input field
     pgd_steps_run: int  # PGD iterations executed (each: one forward + backward)
     bisection_steps_run: int  # bisection iterations executed (each: one forward)
+    logits: Tensor | None = None  # [m, 2, C] logits of x_lo and x_hi (float32, CPU)
 
     def __len__(self) -> int:
         return int(self.source.numel())
@@ -161,6 +162,13 @@ class BoundarySet:
         if keep.numel() == 0:
             raise ValueError("boundary: no pair reached the boundary; nothing to return")
         return self.inside.select(keep).concat(self.outside.select(keep))
+
+    def point_logits(self, refined_only: bool = True) -> Tensor | None:
+        """The model's logits on :meth:`points`, row for row (``None`` if not recorded)."""
+        if self.logits is None:
+            return None
+        keep = torch.nonzero(self.refined if refined_only else self.flipped).flatten()
+        return torch.cat([self.logits[keep, 0], self.logits[keep, 1]])
 
 
 def calibration_set(data: Inputs, boundary: BoundarySet, model: nn.Module) -> Inputs:
@@ -443,6 +451,7 @@ def mine_boundary(
     seed: int = 0,
     progress: bool = False,
     targets: Tensor | None = None,
+    reference: Tensor | None = None,
 ) -> BoundarySet:
     """Mine boundary points around every sample of ``data`` (see the module docstring).
 
@@ -455,6 +464,8 @@ def mine_boundary(
         seed: seeds the random starts; same seed, same boundary set (on the CPU).
         progress: draw a progress bar on a terminal.
         targets: a class per sample to push toward (targeted PGD), instead of the runner-up.
+        reference: the model's ``[n, C]`` logits on ``data`` when the caller has computed them
+            (``decompose`` does): the clean pass over the data is then not repeated.
     """
     config = config or BoundaryConfig()
     if targets is not None:
@@ -464,6 +475,12 @@ def mine_boundary(
         raise ValueError(
             f"targets: expected one class per sample ({len(inputs)}), got {tuple(targets.shape)}"
         )
+    if reference is not None and (reference.dim() != 2 or reference.shape[0] != len(inputs)):
+        raise ValueError(
+            f"reference: expected [{len(inputs)}, C] logits of the data, got "
+            f"{tuple(reference.shape)}"
+        )
+    known = reference  # the loop below names each chunk's reference classes ``reference``
     run_on = resolve_device(model, device)
     runner_model = on_device(model, run_on)
     form = continuous_form(runner_model, inputs)
@@ -478,8 +495,11 @@ def mine_boundary(
             fields = form.inputs.fields_at(chunk, run_on)
             x0 = fields.pop(form.field)
             extra = {_EXTRA + k: v for k, v in fields.items()}
-            with torch.no_grad():
-                clean = _call(runner_model, form, extra, x0).float()
+            if known is not None:
+                clean = known[chunk].to(run_on).float()
+            else:
+                with torch.no_grad():
+                    clean = _call(runner_model, form, extra, x0).float()
             top2 = clean.topk(2, dim=1).indices
             reference, goal = top2[:, 0], top2[:, 1]
             if targets is not None:
@@ -512,15 +532,18 @@ def mine_boundary(
                 bisection_steps += used
                 for key, value in refined_pairs.items():
                     piece[key][pair] = value
-            # margins and the two-sided class check come from one fresh pass over both ends
+            # margins and the two-sided class check: the ends PGD left alone (pairs that did
+            # not flip) have their logits already; one fresh pass over both ends of the rest
             m = chunk.numel()
-            twice = {key: torch.cat([value, value]) for key, value in extra.items()}
-            with torch.no_grad():
-                logits_ends = _call(
-                    runner_model, form, twice, piece["ends"].transpose(0, 1).flatten(0, 1)
-                ).float()
-            margins = logit_margins(logits_ends).view(2, m).T
-            predicted = logits_ends.argmax(dim=1).view(2, m).T
+            logits_ends = torch.stack([clean, logits_adv], dim=1)  # [m, 2, C]
+            if pair.numel():
+                twice = {key: torch.cat([value[pair], value[pair]]) for key, value in extra.items()}
+                moved = piece["ends"][pair].transpose(0, 1).flatten(0, 1)
+                with torch.no_grad():
+                    fresh = _call(runner_model, form, twice, moved).float()
+                logits_ends[pair] = fresh.view(2, pair.numel(), -1).transpose(0, 1)
+            margins = logit_margins(logits_ends.flatten(0, 1)).view(m, 2)
+            predicted = logits_ends.argmax(dim=2)
             refined = flipped & (piece["gap"] < config.tol) & (predicted == piece["classes"]).all(1)
             pieces.append(
                 {
@@ -533,6 +556,7 @@ def mine_boundary(
                     "gap": piece["gap"].cpu(),
                     "steps": piece["steps"].cpu(),
                     "margins": margins.cpu(),
+                    "logits": logits_ends.cpu(),
                 }
             )
             advance(chunk.numel())
@@ -552,4 +576,5 @@ def mine_boundary(
         field=form.field,
         pgd_steps_run=pgd_steps,
         bisection_steps_run=bisection_steps,
+        logits=joined["logits"],
     )

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .boundary import BoundaryConfig
 from .components import ClassComponents
@@ -115,15 +115,20 @@ def probe_step(
     config: LBMaskConfig,
     *,
     device: torch.device | str | None = None,
+    reference: Tensor | None = None,
 ) -> float:
     """Seconds of one real mask-learning step on the first rows of ``inputs``.
 
     Two steps run (the first warms up allocators and kernels) and the second is timed; the
     trainer works on its own logits and restores the model, so nothing is changed.
+    ``reference``: the model's logits on ``inputs``, if known (not computed again).
     """
     rows = torch.arange(min(len(inputs), 2 * config.batch_size))
     probe = replace(config, steps=2, time_budget=None)
-    trainer = MaskTrainer(model, inputs.select(rows), components, space, probe, device=device)
+    known = reference[rows] if reference is not None else None
+    trainer = MaskTrainer(
+        model, inputs.select(rows), components, space, probe, device=device, reference=known
+    )
     with trainer:
         trainer.step()
         started = time.perf_counter()

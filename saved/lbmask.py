@@ -203,6 +203,9 @@ class MaskTrainer:
         sources: for each calibration row, the data sample it comes from (a boundary point's
             attacked sample); keeps a sample and its boundary points on one side of the
             held-out split. ``None``: every row is its own sample.
+        reference: the model's ``[rows, C]`` logits on ``calibration`` when the caller has
+            them (``decompose`` does, from its own pass and boundary mining's); ``None``: one
+            pass computes them.
     """
 
     def __init__(
@@ -216,13 +219,21 @@ class MaskTrainer:
         seed: int = 0,
         device: torch.device | str | None = None,
         sources: Tensor | None = None,
+        reference: Tensor | None = None,
     ) -> None:
         self.config, self.space, self.components = config, space, components
         self.calibration = calibration
         self.generator = torch.Generator().manual_seed(seed)
         self.device = resolve_device(model, device)
         self.model = on_device(model, self.device)
-        self.reference = predict_logits(self.model, calibration)
+        if reference is None:
+            reference = predict_logits(self.model, calibration)
+        elif reference.dim() != 2 or reference.shape[0] != len(calibration):
+            raise ValueError(
+                f"reference: expected [{len(calibration)}, C] logits of the calibration rows, "
+                f"got {tuple(reference.shape)}"
+            )
+        self.reference = reference.detach().float().cpu()
         if self.reference.shape[1] != components.num_classes:
             raise ValueError(
                 f"components: built for {components.num_classes} classes, the model has "
@@ -355,12 +366,14 @@ def train_masks(
     progress: bool = False,
     sources: Tensor | None = None,
     callback: Callable[[int, Tensor], None] | None = None,
+    reference: Tensor | None = None,
 ) -> MaskRun:
     """Train mask logits for every component (see the module docstring for when it stops).
 
     Args:
         sources: the data sample of each calibration row (see :class:`MaskTrainer`).
         callback: called as ``callback(step, logits)`` after every step (learning curves).
+        reference: the model's logits on ``calibration``, if known (see :class:`MaskTrainer`).
 
     Returns:
         A :class:`MaskRun`; binarise its ``[K, N]`` CPU logits with
@@ -368,7 +381,15 @@ def train_masks(
     """
     config = config or LBMaskConfig()
     trainer = MaskTrainer(
-        model, calibration, components, space, config, seed=seed, device=device, sources=sources
+        model,
+        calibration,
+        components,
+        space,
+        config,
+        seed=seed,
+        device=device,
+        sources=sources,
+        reference=reference,
     )
     auto = trainer.validation_rows is not None
     best_loss, best_step, best_logits = math.inf, 0, trainer.logits.detach().clone()

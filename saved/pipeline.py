@@ -159,7 +159,10 @@ def decompose(
         else UnitSpace.of(model, example)
     )
     k = components.num_components
+    # the reference logits of the data are computed once, above; the calibration rows' are
+    # those plus the boundary points' (recorded by mining), so mask learning computes none
     calibration, sources = inputs, None
+    calibration_reference: Tensor | None = reference
     if mined is not None and (len(mined) and int(mined.source.max()) >= len(inputs)):
         raise ValueError(
             f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
@@ -180,7 +183,10 @@ def decompose(
 
     estimate = _estimate()
     if estimate.masks >= PROBE_FROM and method.startswith("lbmask"):
-        estimate = _estimate(probe_step(model, inputs, components, space, config, device=run_on))
+        seconds = probe_step(
+            model, inputs, components, space, config, device=run_on, reference=reference
+        )
+        estimate = _estimate(seconds)
     if on_estimate is not None:
         on_estimate(estimate)
     if progress and estimate.total >= 10:
@@ -194,10 +200,13 @@ def decompose(
             device=run_on,
             seed=seed,
             progress=progress,
+            reference=reference,
         )
     if method in _NEEDS_CALIBRATION and mined is not None and bool(mined.refined.any()):
         calibration = calibration_set(inputs, mined, model)
         sources = calibration_sources(len(inputs), mined)
+        points = mined.point_logits()
+        calibration_reference = torch.cat([reference, points]) if points is not None else None
     training: dict[str, Any] = {}
     if time_budget is not None:
         left = time_budget - (time.perf_counter() - started)
@@ -214,6 +223,7 @@ def decompose(
             device=run_on,
             progress=progress,
             sources=sources,
+            reference=calibration_reference,
         )
         training = run.summary()
         rates: float | list[float] = config.sparsity

@@ -122,3 +122,33 @@ def test_shared_boundary_set_gives_the_same_decomposition(digits_mlp, digits_xy)
     assert torch.equal(shared.masks, alone.masks)
     with pytest.raises(ValueError, match="mined: its samples index 300 data rows"):
         saved.decompose(digits_mlp, x[:100], mined=mined, progress=False)
+
+
+def test_the_reference_logits_of_the_data_are_computed_once_per_decompose(
+    wide_mlp, digits_xy
+) -> None:
+    """Every data sample goes through the plain model (no masking hooks, no gradient: a
+    reference pass, not an attack step) once in a whole ``decompose``: the pipeline's pass;
+    boundary mining and mask learning reuse its logits (they used to compute them twice more)."""
+    x, _ = digits_xy
+    data = x[:96]
+    seen = torch.zeros(len(data), dtype=torch.long)
+    inner = [m for m in wide_mlp.modules() if m is not wide_mlp]
+
+    def count(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if torch.is_grad_enabled() or any(m._forward_hooks or m._forward_pre_hooks for m in inner):
+            return  # an attack step or a masked pass
+        batch = args[0].detach().cpu()
+        seen.add_((batch[:, None, :] == data[None]).all(-1).sum(0))
+
+    handle = wide_mlp.register_forward_pre_hook(count)
+    try:
+        decomposition = saved.decompose(
+            wide_mlp, data, lbmask=LBMaskConfig(steps=5), progress=False
+        )
+    finally:
+        handle.remove()
+    assert decomposition.metadata["training"]["steps_run"] == 5
+    # the first two samples also form the example that unit discovery runs the model on, to
+    # find the classifier (structure, not logits); every sample is a reference row once
+    assert seen.tolist() == [2, 2] + [1] * (len(data) - 2)
