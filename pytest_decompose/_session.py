@@ -22,4 +22,13 @@ class TestState:
     announce: Any = None  # (text) -> None: a line on the terminal, outside output capture
 
 
+def marker_settings(node: Any) -> dict[str, Any]:
+    """The ``decomposable`` markers of a test item merged into one dict: the closest marker
+    (function over class over module) wins key by key."""
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers("decomposable"))):
+        merged.update(mark.kwargs)
+    return merged
+
+
 current: ContextVar[TestState | None] = ContextVar("pytest_decompose_test", default=None)

@@ -23,6 +23,12 @@ ENGINE = pytest.StashKey[Any]()
 _STATS = pytest.StashKey[dict[str, int]]()  # cache counters merged from xdist workers
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("decompose", "decompositionality contracts (pytest-decompose)")
     group.addoption(
@@ -104,12 +110,9 @@ def _engine(config: pytest.Config) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    marker: dict[str, Any] = {}
-    for mark in reversed(list(item.iter_markers("decomposable"))):  # closest wins
-        marker.update(mark.kwargs)
     state = _session.TestState(
         nodeid=item.nodeid,
-        marker=marker,
+        marker=_session.marker_settings(item),
         engine_factory=lambda: _engine(item.config),
         results=item.config.stash[RESULTS],
         announce=lambda text: _announce(item.config, text),
@@ -156,10 +159,7 @@ def decompose_contract(request: pytest.FixtureRequest) -> Any:
     """The ``saved.Contract`` of this test: its ``decomposable`` marker over the defaults."""
     from saved import Contract
 
-    values: dict[str, Any] = {}
-    for mark in reversed(list(request.node.iter_markers("decomposable"))):
-        values.update(mark.kwargs)
-    return Contract(**values)
+    return Contract(**_session.marker_settings(request.node))
 
 
 # --------------------------------------------------------------------------- xdist and report
@@ -178,6 +178,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if directory is not None and results:
         from .report import write_reports
 
+        for entry in sorted(results, key=lambda r: str(r["nodeid"])):
+            config.hook.pytest_decompose_update_json(config=config, entry=entry)
         write_reports(Path(directory), results, _stats(config))
 
 

@@ -250,3 +250,36 @@ def test_a_long_decomposition_is_announced_before_it_starts(pytester: pytest.Pyt
     verdicts = document["results"][0]["report"]["verdicts"]
     assert verdicts["bound"] == "binomial"
     assert verdicts["semantic_bound"] == verdicts["bounds"]["binomial"]
+
+
+def test_a_conftest_hook_amends_each_report_entry(pytester: pytest.Pytester) -> None:
+    """``pytest_decompose_update_json`` (pytest_decompose/hookspec.py) sees every entry once,
+    in node-id order, and what it adds lands in the JSON report."""
+    pytester.makeconftest(
+        """
+        SEEN = []
+
+        def pytest_decompose_update_json(config, entry):
+            SEEN.append(entry["nodeid"])
+            entry["commit"] = "abc123"
+            entry["order"] = len(SEEN)
+        """
+    )
+    _write_tests(
+        pytester,
+        """
+        def test_b():
+            assert_decomposable(MODEL, X[:700], eps=0.95, gamma=1.0, method="random")
+
+        def test_a():
+            assert_decomposable(MODEL, X[:600], eps=0.95, gamma=1.0, method="random")
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--decompose-report=out")
+    result.assert_outcomes(passed=2)
+    document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
+    entries = {r["nodeid"]: r for r in document["results"]}
+    assert {r["commit"] for r in entries.values()} == {"abc123"}
+    assert entries["test_checks.py::test_a"]["order"] == 1
+    assert entries["test_checks.py::test_b"]["order"] == 2
+    assert entries["test_checks.py::test_a"]["report"]["method"] == "random"
