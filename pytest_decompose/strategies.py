@@ -31,8 +31,9 @@ from saved import Decomposition, as_inputs, predict_logits
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
 from saved.inputs import match_dtype
+from saved.report import Counterexample
 
-__all__ = ["Counterexample", "boundary_inputs", "find_counterexample"]
+__all__ = ["SearchedCounterexample", "boundary_inputs", "find_counterexample"]
 
 settings.register_profile(
     "decompose",
@@ -89,16 +90,14 @@ def boundary_inputs(
     return draw()
 
 
-@dataclass(frozen=True)
-class Counterexample:
-    """An input where the decomposition disagrees with the model: ``seed_input + delta``."""
+@dataclass(frozen=True, kw_only=True)
+class SearchedCounterexample(Counterexample):
+    """A :class:`saved.report.Counterexample` the search built: ``input = seed + delta``,
+    where ``index`` is the seed sample in the data (the report's counterexamples are data
+    samples themselves; these are new inputs near one)."""
 
-    index: int  # the seed sample in the data
     delta: Tensor
     input: Tensor
-    reference: int
-    decomposed: int
-    margin: float
 
 
 def find_counterexample(
@@ -109,7 +108,7 @@ def find_counterexample(
     radius: float = 0.1,
     max_examples: int = 300,
     domain: tuple[float, float] | None = None,
-) -> Counterexample | None:
+) -> SearchedCounterexample | None:
     """Search for an input where ``decomposition`` and ``model`` predict different classes.
 
     Inputs are a seed sample (drawn among the data in order of increasing margin, so the
@@ -168,7 +167,7 @@ def find_counterexample(
             return None
     index, delta, point = build(found)
     logits = predict_logits(model, as_inputs(point))  # re-checked outside the search
-    return Counterexample(
+    return SearchedCounterexample(
         index=index,
         delta=delta,
         input=point,

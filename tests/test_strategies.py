@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from pytest_decompose.strategies import boundary_inputs, find_counterexample
 from saved import ClassComponents, Decomposition, as_inputs, predict_logits, testing
 from saved.baselines import random
+from saved.report import Counterexample
 from saved.units import UnitSpace
 
 X, Y = testing.digits()
@@ -37,6 +38,7 @@ def test_finds_and_shrinks_a_counterexample_of_a_broken_decomposition() -> None:
     found = find_counterexample(MODEL, broken, X[:300], radius=0.1, max_examples=200)
     assert found is not None
     # checked independently of the search: the two predictions really differ
+    assert isinstance(found, Counterexample)  # the report's type, with the input it built
     assert int(MODEL(found.input).argmax(1)[0]) == found.reference
     assert int(broken.predict(found.input)[0]) == found.decomposed != found.reference
     # shrunk toward the seed sample: the perturbation collapses to zero
