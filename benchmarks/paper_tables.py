@@ -135,11 +135,10 @@ class Bench:
                 self.model,
                 self.calib,
                 method=method,
-                alpha=alpha,
                 sparsity=sparsity,
                 contract=settings.contract,
                 boundary=self.boundary,
-                lbmask=config,
+                lbmask=replace(config, alpha=alpha),
                 mined=self.mined,
                 progress=False,
             )

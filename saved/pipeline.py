@@ -48,24 +48,30 @@ __all__ = ["METHODS", "check", "decompose", "evaluate"]
 Method = Literal[
     "lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi", "magnitude", "random"
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Method:
+    """How one method makes masks: over structural units or single weights; learned by LBMask
+    (``masks`` None) or scored by a baseline; whether it needs the calibration set (mined
+    boundary points)."""
+
+    space: Literal["units", "weights"]
+    masks: Callable[..., Tensor] | None
+    calibration: bool
+
+
+_REGISTRY: dict[str, _Method] = {
+    "lbmask": _Method("units", None, True),
+    "lbmask-unstructured": _Method("weights", None, True),
+    "wanda": _Method("weights", wanda.masks, True),
+    "wanda-structured": _Method("units", wanda_structured.masks, True),
+    "mi": _Method("units", mi.masks, True),
+    "magnitude": _Method("units", magnitude.masks, False),
+    "random": _Method("units", random.masks, False),
+}
 #: Every method, with whether its supports are weights (unstructured) or structural units.
-METHODS: dict[str, Literal["units", "weights"]] = {
-    "lbmask": "units",
-    "lbmask-unstructured": "weights",
-    "wanda": "weights",
-    "wanda-structured": "units",
-    "mi": "units",
-    "magnitude": "units",
-    "random": "units",
-}
-_BASELINES: dict[str, Callable[..., Tensor]] = {
-    "wanda": wanda.masks,
-    "wanda-structured": wanda_structured.masks,
-    "mi": mi.masks,
-    "magnitude": magnitude.masks,
-    "random": random.masks,
-}
-_NEEDS_CALIBRATION = {"lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi"}
+METHODS: dict[str, Literal["units", "weights"]] = {k: m.space for k, m in _REGISTRY.items()}
 
 
 def decompose(
@@ -74,8 +80,8 @@ def decompose(
     *,
     method: Method | str = "lbmask",
     contract: Contract | None = None,
-    sparsity: float | Literal["auto"] = 0.5,
-    alpha: float = 0.0,
+    sparsity: float | Literal["auto"] | None = None,
+    alpha: float | None = None,
     labels: object = None,
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -105,10 +111,12 @@ def decompose(
             ``"auto"`` (LBMask only): masks are learned at ``lbmask.sparsity`` and each
             component then gets the largest sparsity >= ``contract.eta`` that keeps the
             disagreement on held-out calibration samples within ``contract.eps / 2``
-            (:mod:`saved.adaptive`).
-        alpha: LBMask initialisation, 0 uniform (default) to 1 magnitude prior.
-        boundary, lbmask: full settings of mining and mask learning; ``sparsity``/``alpha``
-            given here take precedence over ``lbmask``'s.
+            (:mod:`saved.adaptive`). ``None``: ``lbmask.sparsity`` (0.5 by default).
+        alpha: LBMask initialisation, 0 uniform to 1 magnitude prior. ``None``:
+            ``lbmask.alpha`` (0 by default).
+        boundary, lbmask: full settings of mining and mask learning. A ``sparsity`` or
+            ``alpha`` given both here and, differently, in ``lbmask`` is an error: the call
+            would otherwise have to ignore one of them.
         mined: boundary points already mined on this model and ``data`` (the result of
             :func:`saved.boundary.mine_boundary`; ``data`` then holds at most ``max_samples``),
             to share one mining run between methods; mined here when omitted.
@@ -125,19 +133,17 @@ def decompose(
             starts; with ``progress`` the estimate is also printed (on stderr) when it is
             10 s or more.
     """
-    if method not in METHODS:
+    if method not in _REGISTRY:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    config = lbmask or LBMaskConfig()
-    if METHODS[method] == "weights" and lbmask is None:
+    chosen = _REGISTRY[method]
+    config = _merged_config(lbmask, sparsity, alpha)
+    if chosen.space == "weights" and lbmask is None:
         # per-weight masks keep each weight tensor's share, like the paper's unstructured
         # baselines; one quota across all weights of the model is not what they compare with
         config = dataclasses.replace(config, allocation="group")
     adaptive = sparsity == "auto"
-    if adaptive and not method.startswith("lbmask"):
+    if adaptive and chosen.masks is not None:
         raise ValueError(f"sparsity: 'auto' needs learned masks (lbmask), not {method!r}")
-    if sparsity != "auto":
-        config = dataclasses.replace(config, sparsity=sparsity)
-    config = dataclasses.replace(config, alpha=alpha)
     contract = contract or Contract()
     inputs = match_dtype(
         sample_inputs(data, labels, max_samples=max_samples, seed=seed, keep=keep), model
@@ -155,7 +161,7 @@ def decompose(
     example: Batch = inputs.batch(slice(0, 2))
     space: MaskSpace = (
         WeightSpace.of(model, example)
-        if METHODS[method] == "weights"
+        if chosen.space == "weights"
         else UnitSpace.of(model, example)
     )
     k = components.num_components
@@ -176,13 +182,13 @@ def decompose(
             k,
             config,
             boundary,
-            mining=method in _NEEDS_CALIBRATION and mined is None,
-            learning=method.startswith("lbmask"),
+            mining=chosen.calibration and mined is None,
+            learning=chosen.masks is None,
             step_seconds=step_seconds,
         )
 
     estimate = _estimate()
-    if estimate.masks >= PROBE_FROM and method.startswith("lbmask"):
+    if estimate.masks >= PROBE_FROM and chosen.masks is None:
         seconds = probe_step(
             model, inputs, components, space, config, device=run_on, reference=reference
         )
@@ -191,7 +197,7 @@ def decompose(
         on_estimate(estimate)
     if progress and estimate.total >= 10:
         Console(stderr=True).print(f"[dim]decompose ({method}): {estimate.describe()}[/dim]")
-    if method in _NEEDS_CALIBRATION and mined is None:
+    if chosen.calibration and mined is None:
         mined = mine_boundary(
             model,
             inputs,
@@ -202,7 +208,7 @@ def decompose(
             progress=progress,
             reference=reference,
         )
-    if method in _NEEDS_CALIBRATION and mined is not None and bool(mined.refined.any()):
+    if chosen.calibration and mined is not None and bool(mined.refined.any()):
         calibration = calibration_set(inputs, mined, model)
         sources = calibration_sources(len(inputs), mined)
         points = mined.point_logits()
@@ -212,7 +218,7 @@ def decompose(
         left = time_budget - (time.perf_counter() - started)
         budget = max(left, 1e-3) if config.time_budget is None else min(left, config.time_budget)
         config = dataclasses.replace(config, time_budget=max(budget, 1e-3))
-    if method.startswith("lbmask"):
+    if chosen.masks is None:
         run = train_masks(
             model,
             calibration,
@@ -241,8 +247,8 @@ def decompose(
         masks = space.binarise(run.logits, rates, config.allocation)
     else:
         context = MaskContext(model, calibration, components, run_on, batch_size)
-        rates = float(sparsity)
-        masks = _BASELINES[method](space, k, rates, seed=seed, context=context)
+        rates = config.sparsity
+        masks = chosen.masks(space, k, rates, seed=seed, context=context)
     metadata: dict[str, Any] = {
         "seconds": round(time.perf_counter() - started, 2),
         "estimate_seconds": round(estimate.total, 1),
@@ -252,7 +258,7 @@ def decompose(
         "seed": seed,
         "device": str(run_on),
         "config": {
-            "alpha": alpha,
+            "alpha": config.alpha,
             "lbmask": dataclasses.asdict(config),
             "boundary": dataclasses.asdict(boundary or BoundaryConfig()),
         },
@@ -260,6 +266,31 @@ def decompose(
     if training:
         metadata["training"] = training
     return Decomposition(model, space, components, masks, method, rates, metadata)
+
+
+def _merged_config(
+    lbmask: LBMaskConfig | None,
+    sparsity: float | Literal["auto"] | None,
+    alpha: float | None,
+) -> LBMaskConfig:
+    """``lbmask`` (or the defaults) with ``sparsity`` and ``alpha`` filled in; each may be
+    given once, here or in ``lbmask``, or twice with the same value."""
+    config = lbmask or LBMaskConfig()
+    if sparsity is not None and sparsity != "auto":
+        _agree("sparsity", sparsity, lbmask)
+        config = dataclasses.replace(config, sparsity=sparsity)
+    if alpha is not None:
+        _agree("alpha", alpha, lbmask)
+        config = dataclasses.replace(config, alpha=alpha)
+    return config
+
+
+def _agree(name: str, value: float, lbmask: LBMaskConfig | None) -> None:
+    if lbmask is not None and getattr(lbmask, name) != value:
+        raise ValueError(
+            f"{name}: decompose({name}={value!r}) and lbmask.{name}={getattr(lbmask, name)!r} "
+            "disagree; give it in one place"
+        )
 
 
 def _held_out_samples(calibration: Inputs, n_data: int, rows: Tensor | None) -> Inputs:
@@ -373,6 +404,7 @@ def check(
     contract: Contract | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     **kwargs: Any,
 ) -> ContractReport:
     """:func:`decompose` then :func:`evaluate`, certifying on samples the decomposition never
@@ -381,7 +413,8 @@ def check(
     By default a seeded ``evaluation_fraction`` of ``data`` (stratified by the reference
     prediction) is held out to certify and the rest decomposes; with ``calibration=`` that
     data decomposes and all of ``data`` certifies; ``same_samples=True`` is the paper's literal
-    Algorithm 1 (labelled in the report: its bound is not valid). Other keyword arguments go to
+    Algorithm 1 (labelled in the report: its bound is not valid). ``batch_size`` applies to
+    every step (the split, decomposition and evaluation); other keyword arguments go to
     :func:`decompose`.
     """
     contract = contract or Contract()
@@ -395,6 +428,7 @@ def check(
         same_samples=same_samples,
         seed=seed,
         device=device,
+        batch_size=batch_size,
     )
     decomposition = decompose(
         model,
@@ -404,6 +438,7 @@ def check(
         contract=contract,
         device=device,
         seed=seed,
+        batch_size=batch_size,
         **kwargs,
     )
     return evaluate(
@@ -413,6 +448,7 @@ def check(
         contract,
         labels,
         device=device,
+        batch_size=batch_size,
         keep=plan.evaluate_keep,
         split=plan.split,
     )

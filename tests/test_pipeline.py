@@ -107,6 +107,47 @@ def test_decompose_rejects_bad_arguments(digits_mlp, digits_xy) -> None:
         saved.decompose(digits_mlp, x, sparsity=1.2)
     with pytest.raises(ValueError, match=r"alpha: expected a value in \[0, 1\]"):
         saved.decompose(digits_mlp, x, alpha=2.0)
+    # a setting given twice, differently, is refused rather than one of them ignored
+    with pytest.raises(ValueError, match=r"sparsity: decompose\(sparsity=0.4\) and lbmask"):
+        saved.decompose(digits_mlp, x, sparsity=0.4, lbmask=LBMaskConfig(sparsity=0.3))
+    with pytest.raises(ValueError, match=r"alpha: decompose\(alpha=1.0\) and lbmask.alpha=0.0"):
+        saved.decompose(digits_mlp, x, alpha=1.0, lbmask=LBMaskConfig())
+
+
+def test_a_setting_given_once_is_used_wherever_it_is_given(digits_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    quick = LBMaskConfig(steps=2, sparsity=0.3)
+    from_config = saved.decompose(digits_mlp, x[:200], lbmask=quick, progress=False)
+    assert from_config.sparsity == 0.3
+    assert from_config.metadata["config"]["lbmask"]["sparsity"] == 0.3
+    again = saved.decompose(digits_mlp, x[:200], sparsity=0.3, lbmask=quick, progress=False)
+    assert torch.equal(again.masks, from_config.masks)  # the same value twice is fine
+    baseline = saved.decompose(digits_mlp, x[:200], method="random", sparsity=0.7)
+    assert baseline.sparsity == 0.7
+    pruned = 1 - baseline.masks.double().mean(1)
+    assert torch.allclose(pruned, torch.full_like(pruned, 0.7), atol=0.02)
+
+
+def test_check_uses_its_batch_size_in_every_step(digits_mlp, digits_xy) -> None:
+    """``check(batch_size=...)`` reaches the split, decomposition and evaluation: no plain
+    pass of the model (no masking hooks) sees more rows than that, but for boundary mining's
+    passes over both ends of up to ``batch_size`` pairs (the default is 256 rows)."""
+    x, y = digits_xy
+    largest = [0]
+    inner = [m for m in digits_mlp.modules() if m is not digits_mlp]
+
+    def watch(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if not any(m._forward_hooks or m._forward_pre_hooks for m in inner):
+            largest[0] = max(largest[0], args[0].shape[0])
+
+    handle = digits_mlp.register_forward_pre_hook(watch)
+    try:
+        saved.check(
+            digits_mlp, x[:400], labels=y[:400], batch_size=16, lbmask=LBMaskConfig(steps=2)
+        )
+    finally:
+        handle.remove()
+    assert 0 < largest[0] <= 2 * 16
 
 
 def test_shared_boundary_set_gives_the_same_decomposition(digits_mlp, digits_xy) -> None:
