@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ._progress import progress_bar
 from ._runtime import forward_logits, frozen_eval, on_device, resolve_device
+from ._validation import check_count, check_positive
 from .contract import logit_margins
 from .embedding import ContinuousForm, continuous_form
 from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, match_dtype
@@ -48,20 +49,6 @@ __all__ = [
 ]
 
 Norm = Literal["inf", "2"]
-
-
-def _positive(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-
-
-def _count(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -102,12 +89,16 @@ class BoundaryConfig:
         if norm is None:
             raise ValueError(f"norm: expected 'inf' or '2', got {self.norm!r}")
         object.__setattr__(self, "norm", norm)
-        _positive("radius", self.radius)
-        _positive("relative_radius", self.relative_radius)
-        _positive("step_size", self.step_size)
-        _positive("tol", self.tol)
-        _count("steps", self.steps, 1)
-        _count("max_steps", self.max_steps, 1)
+        if self.radius is not None:
+            check_positive("radius", self.radius)
+        if self.relative_radius is not None:
+            check_positive("relative_radius", self.relative_radius)
+        if self.step_size is not None:
+            check_positive("step_size", self.step_size)
+        if self.tol is not None:
+            check_positive("tol", self.tol)
+        check_count("steps", self.steps)
+        check_count("max_steps", self.max_steps)
         if isinstance(self.domain, tuple):
             low, high = (float(bound) for bound in self.domain)
             if not (math.isfinite(low) and math.isfinite(high) and low < high):

@@ -16,6 +16,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from ._validation import check_in, check_number
+
 #: How the semantic axis turns the measured Dis into an upper confidence bound.
 Bound = Literal["binomial", "hoeffding"]
 BOUNDS: tuple[str, ...] = get_args(Bound)
@@ -41,29 +43,6 @@ __all__ = [
     "samples_needed",
     "upper_bound",
 ]
-
-
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__} ({value!r})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return value
-
-
-def _check_unit_interval(
-    name: str, value: Any, *, low_open: bool = False, high_open: bool = False
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number, got {type(value).__name__} ({value!r})")
-    number = float(value)
-    too_low = number <= 0 if low_open else number < 0
-    too_high = number >= 1 if high_open else number > 1
-    if too_low or too_high or not math.isfinite(number):
-        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-        raise ValueError(f"{name}: expected a value in {interval}, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -96,15 +75,13 @@ class Contract:
     def __post_init__(self) -> None:
         if self.bound not in BOUNDS:
             raise ValueError(f"bound: expected one of {BOUNDS}, got {self.bound!r}")
-        object.__setattr__(self, "eps", _check_unit_interval("eps", self.eps, low_open=True))
-        object.__setattr__(self, "kappa", _check_unit_interval("kappa", self.kappa, low_open=True))
-        object.__setattr__(self, "gamma", _check_unit_interval("gamma", self.gamma))
-        object.__setattr__(self, "eta", _check_unit_interval("eta", self.eta))
-        object.__setattr__(
-            self, "delta", _check_unit_interval("delta", self.delta, low_open=True, high_open=True)
-        )
+        object.__setattr__(self, "eps", check_in("eps", self.eps, "(0, 1]"))
+        object.__setattr__(self, "kappa", check_in("kappa", self.kappa, "(0, 1]"))
+        object.__setattr__(self, "gamma", check_in("gamma", self.gamma, "[0, 1]"))
+        object.__setattr__(self, "eta", check_in("eta", self.eta, "[0, 1]"))
+        object.__setattr__(self, "delta", check_in("delta", self.delta, "(0, 1)"))
         if self.kappa_margin is not None:
-            margin = _check_number("kappa_margin", self.kappa_margin)
+            margin = check_number("kappa_margin", self.kappa_margin)
             if margin < 0:
                 raise ValueError(f"kappa_margin: expected a margin >= 0, got {self.kappa_margin!r}")
             object.__setattr__(self, "kappa_margin", margin)
@@ -198,7 +175,7 @@ def boundary_size(n: int, q: float) -> int:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a sample count >= 1, got {n!r}")
-    q = _check_unit_interval("q", q, low_open=True)
+    q = check_in("q", q, "(0, 1]")
     return max(1, min(n, math.floor(q * n + 0.5)))
 
 
@@ -228,7 +205,7 @@ def boundary_subset(
     order = torch.sort(margins, stable=True).indices
     if q is not None:
         return order[: boundary_size(margins.numel(), q)]
-    threshold = _check_number("kappa_margin", kappa_margin)
+    threshold = check_number("kappa_margin", kappa_margin)
     if threshold < 0:
         raise ValueError(f"kappa_margin: expected a margin >= 0, got {kappa_margin!r}")
     count = int((margins <= threshold).sum())
@@ -273,7 +250,7 @@ def hoeffding_radius(n: int, delta: float = 0.05) -> float:
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a sample count >= 1, got {n!r}")
-    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
+    delta = check_in("delta", delta, "(0, 1)")
     return math.sqrt(math.log(2.0 / delta) / (2.0 * n))
 
 
@@ -290,7 +267,7 @@ def clopper_pearson_upper(disagreements: int, n: int, delta: float = 0.05) -> fl
     k = disagreements
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= n:
         raise ValueError(f"disagreements: expected an integer in [0, {n}], got {k!r}")
-    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
+    delta = check_in("delta", delta, "(0, 1)")
     if k == n:
         return 1.0
     from scipy.stats import beta
@@ -344,9 +321,9 @@ def samples_needed(
     Raises:
         ValueError: when ``expected_dis >= eps`` (no sample size passes).
     """
-    eps = _check_unit_interval("eps", eps, low_open=True)
-    delta = _check_unit_interval("delta", delta, low_open=True, high_open=True)
-    expected = _check_unit_interval("expected_dis", expected_dis)
+    eps = check_in("eps", eps, "(0, 1]")
+    delta = check_in("delta", delta, "(0, 1)")
+    expected = check_in("expected_dis", expected_dis, "[0, 1]")
     if expected >= eps:
         raise ValueError(
             f"expected_dis: {expected_dis!r} is not below eps = {eps:g}; no sample size passes"

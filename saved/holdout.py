@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from ._hashing import inputs_digest
 from ._runtime import on_device, predict_logits, resolve_device
+from ._validation import check_in
 from .inputs import DEFAULT_BATCH_SIZE, as_inputs, iter_inputs
 from .report import SampleSplit
 
@@ -82,9 +83,7 @@ def stratified_split(predictions: Tensor, evaluation_fraction: float, seed: int)
 
 
 def _check_fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"evaluation_fraction: expected a number in (0, 1), got {value!r}")
-    return float(value)
+    return check_in("evaluation_fraction", value, "(0, 1)")
 
 
 def _same(data: Any, calibration: Any) -> bool:

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._validation import check_count
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "TENSOR_FIELD",
@@ -180,8 +182,7 @@ class Inputs:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    check_count("batch_size", batch_size)
 
 
 def _as_label_tensor(labels: Any) -> Tensor:

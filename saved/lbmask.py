@@ -45,6 +45,7 @@ from ._runtime import (
     predict_logits,
     resolve_device,
 )
+from ._validation import check_count, check_in, check_positive
 from .components import ClassComponents
 from .contract import logit_margins
 from .inputs import Inputs, batch_to, trim_padding
@@ -52,22 +53,6 @@ from .objectives import OBJECTIVES, Objective, ObjectiveTargets, objective_loss
 from .units import Allocation, MaskSpace
 
 __all__ = ["LBMaskConfig", "MaskRun", "MaskTrainer", "initial_logits", "learn_masks", "train_masks"]
-
-
-def _check_number(name: str, value: object, low: float, high: float, text: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name}: expected a number in {text}, got {value!r}")
-    inside = {
-        "(": value > low,
-        "[": value >= low,
-    }[text[0]] and {")": value < high, "]": value <= high}[text[-1]]
-    if not inside:
-        raise ValueError(f"{name}: expected a value in {text}, got {value!r}")
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -94,10 +79,10 @@ class LBMaskConfig:
     component_chunk: int | None = None  # None: by activation size (see _auto_chunk)
 
     def __post_init__(self) -> None:
-        _check_number("sparsity", self.sparsity, 0.0, 1.0, "(0, 1)")
-        _check_number("alpha", self.alpha, 0.0, 1.0, "[0, 1]")
-        _check_number("boundary_quantile", self.boundary_quantile, 0.0, 1.0, "(0, 1]")
-        _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, "(0, 1)")
+        check_in("sparsity", self.sparsity, "(0, 1)")
+        check_in("alpha", self.alpha, "[0, 1]")
+        check_in("boundary_quantile", self.boundary_quantile, "(0, 1]")
+        check_in("validation_fraction", self.validation_fraction, "(0, 1)")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if self.allocation not in ("auto", "group", "kind"):
@@ -105,25 +90,22 @@ class LBMaskConfig:
                 f"allocation: expected 'auto', 'group' or 'kind', got {self.allocation!r}"
             )
         if self.steps != "auto":
-            _check_count("steps", self.steps)
+            check_count("steps", self.steps)
         for name in ("max_steps", "batch_size", "eval_every", "patience"):
-            _check_count(name, getattr(self, name))
+            check_count(name, getattr(self, name))
         for name in ("lr", "boundary_weight", "temperature"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name}: expected a number > 0, got {value!r}")
-        if not (isinstance(self.sparsity_weight, (int, float)) and self.sparsity_weight >= 0):
-            raise ValueError(
-                f"sparsity_weight: expected a number >= 0, got {self.sparsity_weight!r}"
-            )
+            check_positive(name, getattr(self, name))
+        check_positive("sparsity_weight", self.sparsity_weight, allow_zero=True)
         budget = self.time_budget
-        if budget is not None and not (
-            isinstance(budget, (int, float)) and budget > 0 and math.isfinite(budget)
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (budget > 0 and math.isfinite(budget))
         ):
             raise ValueError(f"time_budget: expected None or seconds > 0, got {budget!r}")
         chunk = self.component_chunk
         if chunk is not None:
-            _check_count("component_chunk", chunk)
+            check_count("component_chunk", chunk)
 
     @property
     def step_limit(self) -> int:

@@ -110,8 +110,16 @@ def test_the_same_samples_on_both_sides_warn_and_say_so(digits_mlp, digits_xy) -
         saved.holdout(digits_mlp, x, calibration=x, same_samples=True)
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, True])
-def test_bad_fractions_are_refused(digits_mlp, digits_xy, fraction) -> None:
+@pytest.mark.parametrize(
+    ("fraction", "error", "match"),
+    [
+        (0.0, ValueError, r"evaluation_fraction: expected a value in \(0, 1\)"),
+        (1.0, ValueError, r"evaluation_fraction: expected a value in \(0, 1\)"),
+        (-0.5, ValueError, r"evaluation_fraction: expected a value in \(0, 1\)"),
+        (True, TypeError, "evaluation_fraction: expected a number, got bool"),
+    ],
+)
+def test_bad_fractions_are_refused(digits_mlp, digits_xy, fraction, error, match) -> None:
     x, _ = digits_xy
-    with pytest.raises(ValueError, match="evaluation_fraction: expected a number in"):
+    with pytest.raises(error, match=match):
         saved.holdout(digits_mlp, x, evaluation_fraction=fraction)
