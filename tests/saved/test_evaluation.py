@@ -19,8 +19,8 @@ from saved import (
     predict_logits,
     testing,
 )
-from saved.adapters import embed_inputs
 from saved.contract import clopper_pearson_upper, hoeffding_radius
+from saved.embedding import embed_inputs
 
 
 def _hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

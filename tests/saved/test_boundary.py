@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from saved import testing
-from saved.adapters import as_inputs, predict_logits
+from saved._runtime import predict_logits
 from saved.boundary import BoundaryConfig, calibration_set, mine_boundary
 from saved.contract import logit_margins
+from saved.inputs import as_inputs
 
 
 def _fresh_pair_gaps(model: nn.Module, boundary) -> tuple[torch.Tensor, torch.Tensor]:

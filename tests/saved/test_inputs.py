@@ -1,4 +1,5 @@
-"""saved/adapters.py: every accepted input form, model-output form and device helper."""
+"""saved/inputs.py and saved/_runtime.py: every accepted input form, model-output form and
+device helper."""
 
 from __future__ import annotations
 
@@ -11,16 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from saved import testing
-from saved.adapters import (
-    Inputs,
-    as_inputs,
-    embed_inputs,
-    forward_logits,
-    frozen_eval,
-    logits_of,
-    predict_logits,
-    word_embeddings,
-)
+from saved._runtime import forward_logits, frozen_eval, logits_of, predict_logits
+from saved.embedding import embed_inputs, word_embeddings
+from saved.inputs import Inputs, as_inputs
 
 
 @pytest.fixture()
@@ -189,7 +183,8 @@ def test_inputs_is_immutable_by_construction(xy) -> None:
 
 
 def test_trimming_trailing_padding_keeps_the_logits(debian_bert, debian_text) -> None:
-    from saved.adapters import forward_logits, frozen_eval, trim_padding
+    from saved._runtime import forward_logits, frozen_eval
+    from saved.inputs import trim_padding
 
     batch, _, _ = debian_text
     rows = {k: v[:16] for k, v in batch.items()}

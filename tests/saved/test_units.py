@@ -9,9 +9,10 @@ import torchvision
 from torch import nn
 
 from saved import ClassComponents, testing
-from saved.adapters import forward_logits, repeat_batch
+from saved._runtime import forward_logits
 from saved.baselines import magnitude, random
 from saved.decomposition import Decomposition
+from saved.inputs import repeat_batch
 from saved.units import UnitSpace
 
 

@@ -380,7 +380,7 @@ class CountingSet(torch.utils.data.Dataset):
 
 
 def test_iter_inputs_reads_a_loader_lazily_and_completely(data) -> None:
-    from saved.adapters import as_inputs, iter_inputs
+    from saved.inputs import as_inputs, iter_inputs
 
     x, y = data
     source = CountingSet(x, y)
@@ -421,7 +421,7 @@ def test_evaluate_on_a_loader_equals_evaluate_on_the_tensor(model, data, decompo
 def test_sample_inputs_is_a_seeded_uniform_subset(
     n: int, max_samples: int, batch: int, seed: int
 ) -> None:
-    from saved.adapters import sample_inputs
+    from saved.inputs import sample_inputs
 
     x = torch.arange(n, dtype=torch.float32)[:, None]
     loader = DataLoader(TensorDataset(x), batch_size=batch)
@@ -439,7 +439,7 @@ def test_sample_inputs_is_a_seeded_uniform_subset(
 def test_sample_inputs_is_uniform() -> None:
     """Every sample is equally likely to be kept: over 400 seeds, each of 20 samples is kept
     about 400 * 5/20 = 100 times (binomial sd 8.7; the bounds are 5 sd)."""
-    from saved.adapters import sample_inputs
+    from saved.inputs import sample_inputs
 
     x = torch.arange(20, dtype=torch.float32)[:, None]
     counts = torch.zeros(20)
@@ -454,7 +454,7 @@ def test_decompose_keeps_at_most_max_samples(model, data) -> None:
     x, y = data
     loader = DataLoader(CountingSet(x, y, repeat=4), batch_size=64)
     decomposition = saved.decompose(model, loader, lbmask=FAST, progress=False, max_samples=100)
-    sample = saved.adapters.sample_inputs(
+    sample = saved.inputs.sample_inputs(
         DataLoader(CountingSet(x, y, repeat=4), batch_size=64), max_samples=100
     )
     assert len(sample) == 100

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from saved import ClassComponents, as_inputs, testing
-from saved.adapters import forward_logits
+from saved._runtime import forward_logits
 from saved.lbmask import LBMaskConfig, learn_masks
 from saved.weights import WeightSpace
 

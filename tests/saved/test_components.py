@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
 from saved import testing
-from saved.adapters import as_inputs, predict_logits
+from saved._runtime import predict_logits
 from saved.components import ClassComponents
+from saved.inputs import as_inputs
 
 # --------------------------------------------------------------------------- exactness, unmasked
 

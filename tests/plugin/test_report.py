@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.io import decode_png, read_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium")
 FLAGS = [
     "--headless",

@@ -18,7 +18,7 @@ from saved.baselines import random
 from saved.units import UnitSpace
 from saved.weights import WeightSpace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "METHODS",
