@@ -234,6 +234,8 @@ def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
         "--smoke",
         "--only",
         "vit-fmnist,minilm-debian4",
+        "--relearn",
+        "vit-fmnist",
         "--out",
         str(out),
         env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
@@ -244,7 +246,9 @@ def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
         assert row["same_masks_as_decompose"]
         n = row["n_boundary"]
         methods = [(p["method"], p["sparsity"]) for p in row["points"]]
-        assert ("lbmask relearned", contract["eta"]) in methods
+        relearned = ("lbmask relearned", contract["eta"]) in methods
+        assert relearned is (row["model"] == "vit-fmnist")  # only where --relearn says
+        assert len(row["runs"]) == 1 + relearned
         assert {s for m, s in methods if m == "wanda"} == {0.1, 0.2, 0.3, 0.4, 0.5}
         for p in row["points"]:
             wrong = round(p["dis"] * n)
