@@ -2,9 +2,10 @@
 Fashion-MNIST (images, from Debian's ``dataset-fashion-mnist`` package).
 
 The Debian set is built once from the package archive's index (``apt-cache dumpavail``) by
-``benchmarks/data/build_debian.py`` and committed as ``saved/data/debian_sections.jsonl.gz``, so
-results do not drift with the archive. Each record: ``package``, ``section``, ``text`` (the short
-description) and ``split`` (``train`` / ``test``).
+``benchmarks/data/build_debian.py`` (the builder is not part of the package) and committed as
+``saved/data/debian_sections.jsonl.gz``, so results do not drift with the archive. Each
+record: ``package``, ``section``, ``text`` (the short description) and ``split`` (``train`` /
+``test``).
 
 * ``debian14``: 14 topic sections, the analogue of DBPedia-14;
 * ``debian4``: 4 of them, the analogue of AG News.
@@ -14,9 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,10 +26,8 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
     "TextSet",
-    "build_debian_records",
     "load_debian",
     "load_fashion_mnist",
-    "parse_dumpavail",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -58,67 +54,6 @@ DEBIAN_SETS: dict[str, tuple[str, ...]] = {
     ),
     "debian4": ("games", "net", "science", "sound"),
 }
-TEST_FRACTION = 0.2
-SEED = 0
-
-
-def parse_dumpavail(lines: Iterable[str]) -> Iterator[tuple[str, str, str]]:
-    """``(package, section, short description)`` of each stanza of ``apt-cache dumpavail``.
-
-    The section's archive-area prefix (``contrib/``, ``non-free/``) is dropped.
-    """
-    package = section = description = ""
-    for line in (*lines, ""):
-        line = line.rstrip("\n")
-        if not line.strip():
-            if package and section and description:
-                yield package, section, description
-            package = section = description = ""
-        elif line.startswith("Package:"):
-            package = line.partition(":")[2].strip()
-        elif line.startswith("Section:"):
-            section = line.partition(":")[2].strip().rsplit("/", 1)[-1]
-        elif line.startswith("Description:"):
-            description = line.partition(":")[2].strip()
-
-
-def build_debian_records(
-    stanzas: Iterable[tuple[str, str, str]],
-    sections: Iterable[str] = DEBIAN_SETS["debian14"],
-    *,
-    test_fraction: float = TEST_FRACTION,
-    seed: int = SEED,
-) -> list[dict[str, str]]:
-    """De-duplicated, split records for the given sections, in a reproducible order.
-
-    A text that occurs in two different sections is ambiguous and dropped; a text repeated
-    within one section is kept once (the alphabetically first package names it). Each section
-    is shuffled with ``seed`` and its first ``round(test_fraction * size)`` texts form the test
-    split, so every section is split in the same proportion.
-    """
-    wanted = set(sections)
-    by_text: dict[str, set[str]] = defaultdict(set)
-    first_package: dict[str, str] = {}
-    for package, section, text in stanzas:
-        if section not in wanted:
-            continue
-        by_text[text].add(section)
-        first_package[text] = min(package, first_package.get(text, package))
-    per_section: dict[str, list[str]] = defaultdict(list)
-    for text, owners in by_text.items():
-        if len(owners) == 1:
-            per_section[next(iter(owners))].append(text)
-    records: list[dict[str, str]] = []
-    for section in sorted(per_section):
-        texts = sorted(per_section[section])
-        random.Random(f"{seed}:{section}").shuffle(texts)
-        n_test = round(test_fraction * len(texts))
-        for i, text in enumerate(texts):
-            split = "test" if i < n_test else "train"
-            records.append(
-                {"package": first_package[text], "section": section, "text": text, "split": split}
-            )
-    return records
 
 
 @dataclass(frozen=True)

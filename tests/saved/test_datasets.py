@@ -1,4 +1,5 @@
-"""The real data sets: the Debian builder's rules, the committed file, the Fashion-MNIST reader."""
+"""saved/datasets.py: the committed Debian file and the Fashion-MNIST reader (the builder's rules
+are tested beside it, in tests/benchmarks/test_build_debian.py)."""
 
 from __future__ import annotations
 
@@ -10,66 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saved.datasets import (
-    DEBIAN_SETS,
-    FASHION_MNIST_DIR,
-    build_debian_records,
-    load_debian,
-    load_fashion_mnist,
-    parse_dumpavail,
-)
-
-DUMP = """\
-Package: b-game
-Section: contrib/games
-Description: A puzzle game
-
-Package: a-game
-Section: games
-Description: A puzzle game
-
-Package: nodesc
-Section: games
-
-Package: both
-Section: net
-Description: shared text
-
-Package: both2
-Section: games
-Description: shared text
-"""
-
-
-def test_parse_dumpavail_strips_area_and_skips_incomplete_stanzas() -> None:
-    stanzas = list(parse_dumpavail(DUMP.splitlines()))
-    assert stanzas == [
-        ("b-game", "games", "A puzzle game"),
-        ("a-game", "games", "A puzzle game"),
-        ("both", "net", "shared text"),
-        ("both2", "games", "shared text"),
-    ]
-
-
-def test_build_records_dedupes_and_drops_ambiguous_texts() -> None:
-    records = build_debian_records(parse_dumpavail(DUMP.splitlines()), ["games", "net"])
-    # the repeated text is kept once, named by the alphabetically first package; the text
-    # found in two sections is dropped
-    assert [(r["package"], r["section"], r["text"]) for r in records] == [
-        ("a-game", "games", "A puzzle game")
-    ]
-
-
-def test_build_records_split_is_proportional_and_reproducible() -> None:
-    stanzas = [(f"p{i}", "games" if i % 3 else "net", f"text {i}") for i in range(300)]
-    first = build_debian_records(stanzas, ["games", "net"], test_fraction=0.2, seed=4)
-    again = build_debian_records(reversed(stanzas), ["games", "net"], test_fraction=0.2, seed=4)
-    assert first == again  # order of the archive does not matter
-    for section, size in (("games", 200), ("net", 100)):
-        tests = [r for r in first if r["section"] == section and r["split"] == "test"]
-        assert len(tests) == round(0.2 * size)
-    other_seed = build_debian_records(stanzas, ["games", "net"], test_fraction=0.2, seed=5)
-    assert first != other_seed
+from saved.datasets import DEBIAN_SETS, FASHION_MNIST_DIR, load_debian, load_fashion_mnist
 
 
 @pytest.mark.parametrize("name", sorted(DEBIAN_SETS))
