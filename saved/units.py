@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import torch
 import torch_pruning as tp
@@ -34,7 +35,15 @@ from torch import Tensor, nn
 from ._runtime import forward_logits
 from .inputs import Batch, repeat_batch
 
-__all__ = ["Allocation", "MaskSite", "MaskSpace", "UnitGroup", "UnitSpace"]
+__all__ = [
+    "Allocation",
+    "MaskGroup",
+    "MaskSite",
+    "MaskSpace",
+    "UnitGroup",
+    "UnitSpace",
+    "find_classifier",
+]
 
 UnitKind = Literal["channels", "neurons", "heads"]
 #: How a sparsity is shared out: within every group, across the groups of one unit kind, or
@@ -175,7 +184,7 @@ def _dependency_groups(
     with torch.enable_grad():
         graph = tp.DependencyGraph().build_dependency(twin, example_inputs=example, **kwargs)
         head = (
-            _find_classifier(twin, example)
+            find_classifier(twin, example)
             if classifier is None
             else _twin_of(twin, model, classifier)
         )
@@ -225,7 +234,7 @@ def _twin_of(twin: nn.Module, model: nn.Module, module: nn.Module) -> nn.Module:
     return dict(twin.named_modules())[name]
 
 
-def _find_classifier(model: nn.Module, example: Batch) -> nn.Module:
+def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
     """The last Linear (or Conv) layer run in a forward pass: the one producing the logits."""
     order: list[nn.Module] = []
     hooks = [
@@ -247,14 +256,36 @@ def _find_classifier(model: nn.Module, example: Batch) -> nn.Module:
 # --------------------------------------------------------------------------- the space
 
 
-class MaskSpace:
+class MaskGroup(Protocol):
+    """What every group of a :class:`MaskSpace` offers: a name, its size, a magnitude per
+    member (the magnitude prior) and the kind of unit it holds (the quota of ``"kind"``
+    allocation: ``"heads"``, ``"neurons"``, ``"channels"``, or ``"weights"``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def norms(self) -> Tensor: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+G = TypeVar("G", bound=MaskGroup)
+
+
+class MaskSpace(ABC, Generic[G]):
     """What a ``[K, N]`` mask ranges over: groups of maskable things (units or weights).
 
     Group ``g`` owns columns ``offsets[g] : offsets[g] + groups[g].size`` of every mask. The
-    shared rules live here: exact per-group keep counts and binarisation.
+    shared rules live here: exact per-group keep counts and binarisation. Subclasses say how
+    K masked models run (:meth:`run`).
     """
 
-    def __init__(self, groups: list[Any], example: Batch) -> None:
+    def __init__(self, groups: list[G], example: Batch) -> None:
         if not groups:
             raise ValueError(
                 "model: no maskable units (hidden Linear neurons, Conv channels or heads)"
@@ -276,7 +307,7 @@ class MaskSpace:
         """``[N]`` magnitude of each unit or weight (the magnitude prior)."""
         return torch.cat([g.norms for g in self.groups])
 
-    def group_slices(self) -> Iterator[tuple[Any, slice]]:
+    def group_slices(self) -> Iterator[tuple[G, slice]]:
         for group, start in zip(self.groups, self.offsets, strict=False):
             yield group, slice(start, start + group.size)
 
@@ -289,22 +320,22 @@ class MaskSpace:
         blocks, where whole layers differ in how much they matter: docs/STUDY.md, Q3), else
         ``"group"``."""
         if allocation == "auto":
-            heads = any(getattr(g, "kind", None) == "heads" for g in self.groups)
+            heads = any(g.kind == "heads" for g in self.groups)
             return "kind" if heads else "group"
         if allocation not in ("group", "kind"):
             raise ValueError(f"allocation: expected 'auto', 'group' or 'kind', got {allocation!r}")
         return allocation
 
-    def quota_blocks(self, allocation: Allocation = "group") -> list[list[tuple[Any, slice]]]:
+    def quota_blocks(self, allocation: Allocation = "group") -> list[list[tuple[G, slice]]]:
         """The sets of groups that share one keep quota: every group alone (``"group"``), or
         every group of one unit kind together (``"kind"``: heads, FFN or hidden neurons,
         channels; each weight tensor of an unstructured space is of kind ``"weights"``)."""
         allocation = self.resolve_allocation(allocation)
         if allocation == "group":
             return [[pair] for pair in self.group_slices()]
-        blocks: dict[str, list[tuple[Any, slice]]] = {}
+        blocks: dict[str, list[tuple[G, slice]]] = {}
         for group, columns in self.group_slices():
-            blocks.setdefault(getattr(group, "kind", "weights"), []).append((group, columns))
+            blocks.setdefault(group.kind, []).append((group, columns))
         return list(blocks.values())
 
     def quota_keeps(self, sparsity: float, allocation: Allocation = "group") -> list[int]:
@@ -370,16 +401,14 @@ class MaskSpace:
             masks.scatter_(1, columns[top], True)
         return masks
 
+    @abstractmethod
     def run(self, model: nn.Module, masks: Tensor, batch: Batch) -> Tensor:
         """Logits ``[K * B, C]`` of the K masked models (rows ``k*B:(k+1)*B`` for mask k)."""
-        raise NotImplementedError
 
 
-class UnitSpace(MaskSpace):
+class UnitSpace(MaskSpace[UnitGroup]):
     """The structural units of one model, with masking hooks and surgery. Build it with
     :meth:`of`."""
-
-    groups: list[UnitGroup]
 
     @classmethod
     def of(cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None) -> UnitSpace:

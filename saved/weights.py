@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from ._runtime import logits_of
 from .inputs import Batch
-from .units import MaskSpace, _find_classifier
+from .units import MaskSpace, find_classifier
 
 __all__ = ["WeightGroup", "WeightSpace"]
 
@@ -30,17 +30,21 @@ class WeightGroup:
     size: int
     norms: Tensor = field(repr=False)  # |w| of each weight
 
+    @property
+    def kind(self) -> str:
+        """One kind for all weight tensors: ``"kind"`` allocation shares one quota across
+        every tensor, ``"group"`` gives each tensor its own."""
+        return "weights"
 
-class WeightSpace(MaskSpace):
+
+class WeightSpace(MaskSpace[WeightGroup]):
     """The weights of every Linear / Conv layer but the classifier. Build it with :meth:`of`."""
-
-    groups: list[WeightGroup]
 
     @classmethod
     def of(
         cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None
     ) -> WeightSpace:
-        head = classifier if classifier is not None else _find_classifier(model, example)
+        head = classifier if classifier is not None else find_classifier(model, example)
         groups = [
             WeightGroup(
                 f"{name}.weight",
