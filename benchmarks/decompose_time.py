@@ -17,20 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from typing import Any
 
 import torch
+from generated import log
 from models import head, load_split, trained
 
 import saved
 from saved import BoundaryConfig, testing
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
 
 CASES: dict[str, tuple[str, int]] = {  # model -> (data, samples)
     "mlp-digits": ("digits", 1200),

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from generated import chosen_models, log, render_only, write_document
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -58,10 +59,6 @@ from saved.units import UnitSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSITY = 0.5
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -527,16 +524,9 @@ def main() -> None:
         help="say in the document that the machine was busy during the run",
     )
     args = parser.parse_args()
-    if args.render:
-        results = json.loads(args.render.read_text())
-        out = args.out or args.render.with_suffix(".md")
-        out.write_text(markdown(results))
-        log(f"rendered {out} from {args.render}")
+    if render_only(args, markdown):
         return
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(PLANS))
-    if unknown:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(PLANS)}")
+    names = chosen_models(parser, args.only, PLANS)
     out = args.out or ROOT / "docs" / "STUDY.md"
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -548,11 +538,7 @@ def main() -> None:
         under_load=args.under_load,
         seconds=time.perf_counter() - started,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(results))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    log(f"wrote {out} and its .json ({results['seconds']:.0f} s)")
-    print(json.dumps(results))
+    write_document(out, results, markdown)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from generated import log
 from models import head, load_split, trained
 from torch import nn
 
@@ -95,10 +96,6 @@ class Settings:
         if self.batch is not None:
             config = replace(config, batch_size=self.batch)
         return config
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:

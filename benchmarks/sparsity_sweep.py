@@ -37,15 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from generated import chosen_models, log, render_only, write_document
 from models import cache_dir
 from paper_tables import Bench, Settings
 
 import saved
-from saved import ClassComponents
-from saved.adapters import match_dtype, predict_logits
+from saved import ClassComponents, predict_logits
 from saved.boundary import calibration_set, calibration_sources
 from saved.contract import boundary_subset, clopper_pearson_upper, jaccard_overlap, logit_margins
 from saved.decomposition import Decomposition
+from saved.inputs import match_dtype
 from saved.lbmask import train_masks
 from saved.units import UnitSpace
 
@@ -53,10 +54,6 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5)
 LEARNED_AT = 0.5
 MODELS = ("vit-fmnist", "minilm-debian4", "minilm-debian14", "resnet18-fmnist")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def point(
@@ -337,16 +334,9 @@ def main() -> None:
         "relearning doubles a model's mask-learning time",
     )
     args = parser.parse_args()
-    if args.render:
-        results = json.loads(args.render.read_text())
-        out = args.out or args.render.with_suffix(".md")
-        out.write_text(markdown(results))
-        log(f"rendered {out} from {args.render}")
+    if render_only(args, markdown):
         return
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown or not names:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(MODELS)}")
+    names = chosen_models(parser, args.only, MODELS)
     settings = Settings.tiny() if args.smoke else Settings()
     out = args.out or ROOT / "docs" / "SWEEP.md"
     torch.manual_seed(0)
@@ -362,11 +352,7 @@ def main() -> None:
         "rows": rows,
         "seconds": time.perf_counter() - started,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(results))
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    log(f"wrote {out} and its .json ({results['seconds']:.0f} s)")
-    print(json.dumps(results))
+    write_document(out, results, markdown)
 
 
 if __name__ == "__main__":
