@@ -26,77 +26,9 @@ def _resolve_contract(explicit: dict[str, Any], marker: dict[str, Any]) -> Any:
 
 
 def format_violation(report: Any, top: int = 5) -> str:
-    """The failure message: every failed axis with its numbers, then the top counterexamples."""
-    contract = report.contract
-    lines = [
-        f"decomposition contract violated ({report.method}; |B| = {report.n_boundary} boundary "
-        f"samples of {report.n_samples}):"
-    ]
-    if not report.semantic_holds:
-        other = "hoeffding" if contract.bound == "binomial" else "binomial"
-        lines.append(
-            f"  semantic: {report.bound_label} {report.semantic_bound:.4f} > eps = "
-            f"{contract.eps:g} (Dis {report.disagreement:.4f} = {report.n_counterexamples} of "
-            f"{report.n_boundary}; {other}: {report.bounds[other]:.4f})"
-        )
-        lines += _too_few_samples(report)
-    if not report.structural_holds:
-        lines.append(
-            f"  structural: max overlap {report.max_overlap:.4f} > gamma = {contract.gamma:g}"
-        )
-    if not report.reduction_holds:
-        lines.append(f"  reduction: min prune {report.min_prune:.4f} < eta = {contract.eta:g}")
-    if report.split is not None:
-        lines.append(f"samples: {report.split.describe()}")
-    if report.counterexamples:
-        lines.append(
-            f"top counterexamples ({report.n_counterexamples} in all; index: original -> "
-            "decomposed label, margin):"
-        )
-        for c in report.counterexamples[:top]:
-            lines.append(f"  {c.index}: {c.reference} -> {c.decomposed} (margin {c.margin:.4g})")
-    return "\n".join(lines)
-
-
-def _too_few_samples(report: Any) -> list[str]:
-    """When the bound, not Dis, is what failed — Dis is within eps, or even Dis = 0 could not
-    pass with this few boundary samples — the samples that would pass, under both bounds
-    (:func:`saved.plan_samples`). Empty otherwise."""
-    from dataclasses import replace
-
-    import saved
-    from saved.contract import upper_bound
-
-    contract = report.contract
-    if report.disagreement < contract.eps:
-        expected = report.disagreement
-        lines = [
-            f"    Dis is within eps but the data are too few to certify it at delta = "
-            f"{contract.delta:g}; to pass at Dis = {expected:.4f}:"
-        ]
-    elif upper_bound(0, report.n_boundary, contract.delta, contract.bound) > contract.eps:
-        expected = 0.0
-        lines = [
-            f"    too few boundary samples to ever pass: even Dis = 0 gives "
-            f"{upper_bound(0, report.n_boundary, contract.delta, contract.bound):.4f} for "
-            f"|B| = {report.n_boundary}; to pass at Dis = 0:"
-        ]
-    else:
-        return []
-    fraction = 0.5
-    if report.split is not None and report.split.mode == "held-out":
-        total = report.split.n_decomposition + report.split.n_evaluation
-        fraction = report.split.n_evaluation / total
-    for name in sorted(("binomial", "hoeffding"), key=lambda b: b != contract.bound):
-        plan = saved.plan_samples(
-            replace(contract, bound=name), expected, evaluation_fraction=fraction
-        )
-        lines.append(
-            f"      {name}: |B| >= {plan.n_boundary}, about {plan.n_samples} evaluated samples "
-            f"at kappa = {contract.kappa:g} ({plan.n_with_holdout} in all with "
-            f"{fraction:.2g} held out)"
-        )
-    return lines
+    """The failure message: :meth:`saved.ContractReport.explain` (every failed axis with its
+    numbers, the samples used, how many would pass, the top counterexamples)."""
+    return str(report.explain(top))
 
 
 def assert_decomposable(

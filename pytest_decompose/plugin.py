@@ -208,25 +208,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     results = config.stash[RESULTS]
     if not results:
         return
+    from saved import ContractReport  # results exist: the engine is loaded already
+
     write = terminalreporter.write_line
     terminalreporter.section("decomposition contracts")
     for entry in results:
-        report = entry["report"]
-        verdicts = report["verdicts"]
-        verdict = "holds" if verdicts["holds"] else "FAILS"
+        report = ContractReport.from_dict(entry["report"])
+        verdict = "holds" if report.holds else "FAILS"
         timing = entry.get("timing", {})
         took = ""
         if timing.get("seconds", 0) > 60:  # a long decomposition: say how long, and how good
             took = f"; decomposed in {timing['seconds'] / 60:.1f} min"  # the estimate was
             if "estimate" in timing:
                 took += f" (estimated {timing['estimate'] / 60:.1f})"
-        write(
-            f"{verdict:5s} {entry['nodeid']} [{report['method']}] Dis "
-            f"{report['disagreement']:.4f}, {verdicts.get('bound', 'hoeffding')} upper "
-            f"{verdicts['semantic_bound']:.4f} (eps {report['contract']['eps']:g}), overlap "
-            f"{verdicts['max_overlap']:.4f} (gamma {report['contract']['gamma']:g}), min prune "
-            f"{verdicts['min_prune']:.4f} (eta {report['contract']['eta']:g}){took}"
-        )
+        write(f"{verdict:5s} {entry['nodeid']} {report.summary_line()}{took}")
     stats = _stats(config)
     if stats:
         write(

@@ -43,13 +43,11 @@ def _certificate_html(report: dict[str, Any]) -> str:
     samples would pass (the same lines as the failure message)."""
     from saved import ContractReport
 
-    from .assertions import _too_few_samples
-
     parsed = ContractReport.from_dict(report)
     parts = []
     if parsed.split is not None:
         parts.append(f"<p class='samples'>samples: {html.escape(parsed.split.describe())}</p>")
-    plan = _too_few_samples(parsed) if not parsed.semantic_holds else []
+    plan = parsed.sample_advice() if not parsed.semantic_holds else []
     if plan:
         lines = "<br>".join(html.escape(line.strip()) for line in plan)
         parts.append(f"<p class='plan'>{lines}</p>")

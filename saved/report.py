@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .contract import Contract
+from .contract import Bound, Contract
 
 __all__ = ["ClassRow", "ContractReport", "Counterexample", "SampleSplit"]
 
@@ -171,6 +171,93 @@ class ContractReport:
             "median": present[(len(present) - 1) // 2],
             "worst": present[-1],
         }
+
+    # ------------------------------------------------------------------ text
+
+    def summary_line(self) -> str:
+        """One line: the method, each axis's figure against its threshold."""
+        contract = self.contract
+        return (
+            f"[{self.method}] Dis {self.disagreement:.4f}, {contract.bound} upper "
+            f"{self.semantic_bound:.4f} (eps {contract.eps:g}), overlap {self.max_overlap:.4f} "
+            f"(gamma {contract.gamma:g}), min prune {self.min_prune:.4f} (eta {contract.eta:g})"
+        )
+
+    def explain(self, top: int = 5) -> str:
+        """Why the contract fails: every failed axis with its numbers, the samples used, how
+        many samples would pass when the bound rather than Dis failed, then the ``top``
+        counterexamples (the message of the plugin's assertion)."""
+        contract = self.contract
+        lines = [
+            f"decomposition contract violated ({self.method}; |B| = {self.n_boundary} boundary "
+            f"samples of {self.n_samples}):"
+        ]
+        if not self.semantic_holds:
+            other = "hoeffding" if contract.bound == "binomial" else "binomial"
+            lines.append(
+                f"  semantic: {self.bound_label} {self.semantic_bound:.4f} > eps = "
+                f"{contract.eps:g} (Dis {self.disagreement:.4f} = {self.n_counterexamples} of "
+                f"{self.n_boundary}; {other}: {self.bounds[other]:.4f})"
+            )
+            lines += self.sample_advice()
+        if not self.structural_holds:
+            lines.append(
+                f"  structural: max overlap {self.max_overlap:.4f} > gamma = {contract.gamma:g}"
+            )
+        if not self.reduction_holds:
+            lines.append(f"  reduction: min prune {self.min_prune:.4f} < eta = {contract.eta:g}")
+        if self.split is not None:
+            lines.append(f"samples: {self.split.describe()}")
+        if self.counterexamples:
+            lines.append(
+                f"top counterexamples ({self.n_counterexamples} in all; index: original -> "
+                "decomposed label, margin):"
+            )
+            for c in self.counterexamples[:top]:
+                lines.append(
+                    f"  {c.index}: {c.reference} -> {c.decomposed} (margin {c.margin:.4g})"
+                )
+        return "\n".join(lines)
+
+    def sample_advice(self) -> list[str]:
+        """When the bound, not Dis, is what failed — Dis is within eps, or even Dis = 0 could
+        not pass with this few boundary samples — the samples that would pass, under both
+        bounds (:func:`saved.plan_samples`). Empty otherwise."""
+        from dataclasses import replace
+
+        from .contract import plan_samples, upper_bound
+
+        contract = self.contract
+        if self.disagreement < contract.eps:
+            expected = self.disagreement
+            lines = [
+                f"    Dis is within eps but the data are too few to certify it at delta = "
+                f"{contract.delta:g}; to pass at Dis = {expected:.4f}:"
+            ]
+        elif upper_bound(0, self.n_boundary, contract.delta, contract.bound) > contract.eps:
+            expected = 0.0
+            lines = [
+                f"    too few boundary samples to ever pass: even Dis = 0 gives "
+                f"{upper_bound(0, self.n_boundary, contract.delta, contract.bound):.4f} for "
+                f"|B| = {self.n_boundary}; to pass at Dis = 0:"
+            ]
+        else:
+            return []
+        fraction = 0.5
+        split = self.split
+        if split is not None and split.mode == "held-out" and split.n_decomposition is not None:
+            fraction = split.n_evaluation / (split.n_decomposition + split.n_evaluation)
+        both: tuple[Bound, Bound] = ("binomial", "hoeffding")
+        for name in sorted(both, key=lambda b: b != contract.bound):
+            plan = plan_samples(
+                replace(contract, bound=name), expected, evaluation_fraction=fraction
+            )
+            lines.append(
+                f"      {name}: |B| >= {plan.n_boundary}, about {plan.n_samples} evaluated "
+                f"samples at kappa = {contract.kappa:g} ({plan.n_with_holdout} in all with "
+                f"{fraction:.2g} held out)"
+            )
+        return lines
 
     # ------------------------------------------------------------------ serialisation
 
