@@ -243,9 +243,10 @@ def conclusion(row: dict[str, Any], contract: dict[str, Any]) -> str:
             if p["method"] == "lbmask" and p["dis"] <= wanda["dis"] + 1e-12
         ]
         if matching:
+            where = ", ".join(f"{rate:.2f}" for rate in matching)
             parts.append(
-                f"LBMask matches unstructured Wanda's Dis at s = {LEARNED_AT} "
-                f"({wanda['dis']:.4f}) only at s <= {max(matching):.2f}."
+                f"LBMask's Dis is at or below unstructured Wanda's at s = {LEARNED_AT} "
+                f"({wanda['dis']:.4f}) at s = {where} of the grid."
             )
         else:
             parts.append(
@@ -315,8 +316,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
         lines += [f"Mask learning: {steps}.", ""]
     lines.append(
-        f"Whole run: {results['seconds']:.0f} s (not a benchmark: no timing is reported here, "
-        "and the run may share the machine)."
+        "No timing is reported here: the sweep is not a benchmark, and its rows may come from "
+        "the cache (`$SAVED_CACHE_DIR/sweep`) or share the machine."
     )
     return "\n".join(lines) + "\n"
 
