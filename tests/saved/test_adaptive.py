@@ -64,9 +64,13 @@ def test_each_component_takes_the_largest_sparsity_within_the_budget(wide_mlp, r
 def test_the_overlap_pass_separates_components_and_eta_is_the_floor(wide_mlp, ranking):
     space, logits, held = ranking
     tight = Contract(eps=0.1, eta=0.3, gamma=1.0)
-    at_eta = adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, tight)
-    assert _dis(wide_mlp, space, logits, [0.3] * 10, held, 0.2) > tight.eps / 2
-    assert at_eta == [0.3] * 10  # nothing fits the budget: nobody moves, nobody goes below
+    # the learned ranking reversed drops each component's most useful units first: already at
+    # eta it breaks the budget (checked), so nothing fits and nobody moves, nobody goes below
+    worst = -logits
+    assert _dis(wide_mlp, space, worst, [0.3] * 10, held, 0.2) > tight.eps / 2
+    floor = adaptive_sparsity(wide_mlp, space, ClassComponents(10), worst, held, tight)
+    assert floor == [0.3] * 10
+    at_eta = [0.3] * 10
     contract = Contract(eps=0.1, eta=0.3, gamma=0.6)
     rates = adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, contract)
     assert all(r >= a - 1e-9 for r, a in zip(rates, at_eta, strict=True))
