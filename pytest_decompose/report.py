@@ -39,14 +39,17 @@ def _fmt(value: float) -> str:
 
 
 def _certificate_html(report: dict[str, Any]) -> str:
-    """What certified the verdict: the samples used, and when only the bound failed, how many
-    samples would pass (the same lines as the failure message)."""
+    """What certified the verdict: the samples used, how mask learning ended, and when only the
+    bound failed, how many samples would pass (the same lines as the failure message)."""
     from saved import ContractReport
 
     parsed = ContractReport.from_dict(report)
     parts = []
     if parsed.split is not None:
         parts.append(f"<p class='samples'>samples: {html.escape(parsed.split.describe())}</p>")
+    note = parsed.training_note()
+    if note is not None:
+        parts.append(f"<p class='training'>{html.escape(note)}</p>")
     plan = parsed.sample_advice() if not parsed.semantic_holds else []
     if plan:
         lines = "<br>".join(html.escape(line.strip()) for line in plan)

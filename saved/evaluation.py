@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +36,7 @@ def assess(
     unit_weights: Tensor | None = None,
     method: str = "unknown",
     split: SampleSplit | None = None,
+    training: dict[str, Any] | None = None,
 ) -> ContractReport:
     """Check every axis of ``contract`` from the reference logits and decomposed predictions.
 
@@ -47,6 +49,7 @@ def assess(
         unit_weights: optional ``[N]`` weights turning unit counts into weighted sizes.
         method: the name shown in the report.
         split: which samples decomposed and which are evaluated here (shown in the report).
+        training: how mask learning ended (the decomposition's ``metadata["training"]``).
     """
     if not isinstance(contract, Contract):
         raise TypeError(f"contract: expected a saved.Contract, got {type(contract).__name__}")
@@ -114,4 +117,5 @@ def assess(
         n_counterexamples=int(wrong.numel()),
         split=split,
         extra={"margin_histogram": histogram},
+        training=dict(training) if training else None,
     )

@@ -354,6 +354,7 @@ def evaluate(
         labels=label_rows.all() if len(label_rows) else None,
         method=decomposition.method,
         split=split,
+        training=decomposition.metadata.get("training"),
     )
 
 

@@ -14,8 +14,10 @@ from .contract import Bound, Contract
 
 __all__ = ["ClassRow", "ContractReport", "Counterexample", "SampleSplit"]
 
-#: 2 added the binomial bound, per-class upper bounds and the sample split.
-REPORT_VERSION = 2
+#: 2 added the binomial bound, per-class upper bounds and the sample split; 3 how mask
+#: learning ended (``training``). Version 2 reports are still read (without it).
+REPORT_VERSION = 3
+_READABLE_VERSIONS = (2, 3)
 
 _SPLIT_TEXT = {
     "held-out": "certified on held-out samples the decomposition never saw",
@@ -97,6 +99,9 @@ class ContractReport:
     n_counterexamples: int
     split: SampleSplit | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: how mask learning ended (LBMask): ``steps_run``, ``best_step``, ``stopped`` ("steps",
+    #: "converged", "max_steps" or "time_budget") and ``seconds``; None for scored methods
+    training: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ derived verdicts
 
@@ -156,6 +161,33 @@ class ContractReport:
         return [axis for axis, holds in verdicts.items() if not holds]
 
     @property
+    def budget_limited(self) -> bool:
+        """Mask learning was cut by its budget (``max_steps`` or ``time_budget``) while its
+        held-out objective was still improving (the last measurement was the best): a longer
+        run may lower Dis, so a semantic failure is the budget's as much as the model's."""
+        training = self.training or {}
+        return training.get("stopped") in ("max_steps", "time_budget") and training.get(
+            "best_step"
+        ) == training.get("steps_run")
+
+    def training_note(self) -> str | None:
+        """One line on how mask learning ended, with advice when it was cut while still
+        improving; None for methods that learn nothing."""
+        training = self.training
+        if not training:
+            return None
+        note = (
+            f"mask learning: {training.get('steps_run')} steps, best at "
+            f"{training.get('best_step')}, stopped ({training.get('stopped')})"
+        )
+        if self.budget_limited:
+            note += (
+                " while still improving: a longer budget (LBMaskConfig(max_steps=...) or a "
+                "larger time_budget) may lower Dis"
+            )
+        return note
+
+    @property
     def class_summary(self) -> dict[str, ClassRow]:
         """Best, median (lower median) and worst class by their upper bound (simultaneous over
         classes, so "the worst class is below U" holds with probability ``1 - delta``), then
@@ -208,6 +240,9 @@ class ContractReport:
             lines.append(f"  reduction: min prune {self.min_prune:.4f} < eta = {contract.eta:g}")
         if self.split is not None:
             lines.append(f"samples: {self.split.describe()}")
+        note = self.training_note()
+        if note is not None and not self.semantic_holds:
+            lines.append(note)
         if self.counterexamples:
             lines.append(
                 f"top counterexamples ({self.n_counterexamples} in all; index: original -> "
@@ -289,9 +324,9 @@ class ContractReport:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContractReport:
         """Rebuild a report from :meth:`to_dict` output; derived verdicts are recomputed."""
-        if data.get("version") != REPORT_VERSION:
+        if data.get("version") not in _READABLE_VERSIONS:
             raise ValueError(
-                f"report: version {data.get('version')!r} is not {REPORT_VERSION}; "
+                f"report: version {data.get('version')!r} is not one of {_READABLE_VERSIONS}; "
                 "regenerate it with this version of saved"
             )
         values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
@@ -365,6 +400,9 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
         f"margin <= {report.boundary_margin:.4g}); delta = {contract.delta:g}; "
         + (report.split.describe() if report.split else _SPLIT_TEXT["unknown"])
     )
+    note = report.training_note()
+    if note is not None:
+        axes.caption += f"; {note}"
 
     parts: list[RenderableType] = [axes]
     summary = report.class_summary

@@ -113,6 +113,44 @@ def test_report_json_round_trip_and_rendering() -> None:
     assert re.search(r"│\s+0 │\s+0 │\s+1 │\s+0.1 │\s+0 │", rendered)
 
 
+@pytest.mark.parametrize(
+    ("training", "limited"),
+    [
+        ({"steps_run": 400, "best_step": 400, "stopped": "max_steps", "seconds": 9.0}, True),
+        ({"steps_run": 120, "best_step": 120, "stopped": "time_budget", "seconds": 5.0}, True),
+        ({"steps_run": 400, "best_step": 300, "stopped": "max_steps", "seconds": 9.0}, False),
+        ({"steps_run": 300, "best_step": 225, "stopped": "converged", "seconds": 7.0}, False),
+        ({"steps_run": 50, "best_step": 50, "stopped": "steps", "seconds": 1.0}, False),
+    ],
+)
+def test_a_failure_says_when_mask_learning_was_cut_while_still_improving(
+    training: dict, limited: bool
+) -> None:
+    logits, decomposed, supports, _labels = _hand_example()
+    report = assess(Contract(kappa=0.6), logits, decomposed, supports, training=training)
+    assert report.budget_limited is limited
+    assert not report.semantic_holds
+    message = report.explain()
+    assert f"{training['steps_run']} steps, best at {training['best_step']}" in message
+    assert ("still improving" in message) is limited
+    again = ContractReport.from_json(report.to_json())
+    assert again.training == training and again.budget_limited is limited
+    console = Console(record=True, width=300)
+    console.print(report)
+    assert f"stopped ({training['stopped']})" in console.export_text()
+
+
+def test_reports_of_version_2_are_still_read() -> None:
+    logits, decomposed, supports, _ = _hand_example()
+    report = assess(Contract(kappa=0.6), logits, decomposed, supports)
+    data = report.to_dict()
+    data["version"] = 2
+    del data["training"]
+    again = ContractReport.from_dict(data)
+    assert again.training is None and again.training_note() is None
+    assert again.disagreement == report.disagreement
+
+
 def test_assess_rejects_bad_inputs() -> None:
     logits, decomposed, supports, _ = _hand_example()
     with pytest.raises(TypeError, match=r"contract: expected a saved\.Contract"):
