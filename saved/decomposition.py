@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ._hashing import model_digest, tensor_digest
 from ._runtime import forward_logits, frozen_eval, model_device, on_device, resolve_device
+from ._validation import check_in
 from .components import ClassComponents
 from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, batch_to, match_dtype, repeat_batch
 from .units import MaskSpace, UnitSpace
@@ -51,6 +53,9 @@ class Decomposition:
     method: str = "lbmask"
     sparsity: float | list[float] = 0.5  # one per component with sparsity="auto"
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: ``[K, N]`` learned mask logits (LBMask): every component's units in the order they are
+    #: kept; None for scored methods. :meth:`at_sparsity` re-binarises it.
+    ranking: Tensor | None = None
 
     def __post_init__(self) -> None:
         k, n = self.components.num_components, self.space.num_units
@@ -58,6 +63,32 @@ class Decomposition:
             raise ValueError(
                 f"masks: expected a bool tensor [K={k}, N={n}], got {tuple(self.masks.shape)}"
             )
+        if self.ranking is not None and tuple(self.ranking.shape) != (k, n):
+            raise ValueError(
+                f"ranking: expected [K={k}, N={n}] mask logits, got {tuple(self.ranking.shape)}"
+            )
+
+    def at_sparsity(self, sparsity: float | Sequence[float]) -> Decomposition:
+        """The same learned ranking binarised at another ``sparsity`` (one value, or one per
+        component), with nothing learned again: what ``sparsity="auto"`` and
+        benchmarks/sparsity_sweep.py do. Only LBMask decompositions keep a ranking."""
+        if self.ranking is None:
+            raise ValueError(
+                f"at_sparsity: a {self.method!r} decomposition keeps no learned ranking; "
+                "decompose again at the new sparsity"
+            )
+        values = [sparsity] if isinstance(sparsity, (int, float)) else list(sparsity)
+        rates = [check_in("sparsity", value, "(0, 1)") for value in values]
+        if len(rates) not in (1, self.components.num_components):
+            raise ValueError(
+                f"sparsity: expected one value or one per component "
+                f"({self.components.num_components}), got {len(rates)}"
+            )
+        allocation = self.metadata.get("config", {}).get("lbmask", {}).get("allocation", "group")
+        masks = self.space.binarise(self.ranking, rates if len(rates) > 1 else rates[0], allocation)
+        return dataclasses.replace(
+            self, masks=masks, sparsity=rates if len(rates) > 1 else rates[0]
+        )
 
     @property
     def supports(self) -> Tensor:
@@ -168,6 +199,8 @@ class Decomposition:
 
         path = Path(path)
         tensors = {"masks": self.masks.to(torch.uint8).contiguous()}
+        if self.ranking is not None:
+            tensors["ranking"] = self.ranking.detach().float().cpu().contiguous()
         example = self.space.example
         fields = example if isinstance(example, dict) else {"x": example}
         tensors.update({f"example.{k}": v.detach().cpu().contiguous() for k, v in fields.items()})
@@ -294,6 +327,7 @@ def _from_stored(
         method=meta["method"],
         sparsity=meta["sparsity"],
         metadata={k: v for k, v in meta.items() if k not in known},
+        ranking=tensors.get("ranking"),
     )
 
 

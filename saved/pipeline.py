@@ -214,6 +214,7 @@ def decompose(
         points = mined.point_logits()
         calibration_reference = torch.cat([reference, points]) if points is not None else None
     training: dict[str, Any] = {}
+    ranking: Tensor | None = None
     if time_budget is not None:
         left = time_budget - (time.perf_counter() - started)
         budget = max(left, 1e-3) if config.time_budget is None else min(left, config.time_budget)
@@ -245,6 +246,7 @@ def decompose(
                 device=run_on,
             )
         masks = space.binarise(run.logits, rates, config.allocation)
+        ranking = run.logits
     else:
         context = MaskContext(model, calibration, components, run_on, batch_size)
         rates = config.sparsity
@@ -265,7 +267,7 @@ def decompose(
     }
     if training:
         metadata["training"] = training
-    return Decomposition(model, space, components, masks, method, rates, metadata)
+    return Decomposition(model, space, components, masks, method, rates, metadata, ranking)
 
 
 def _merged_config(

@@ -128,3 +128,29 @@ def test_auto_never_goes_below_eta(wide_mlp, digits_xy) -> None:
             decomposition.sparsity,  # type: ignore[arg-type]
         ),
     )
+
+
+def test_one_learned_ranking_serves_every_sparsity(wide_mlp, digits_xy, tmp_path) -> None:
+    """``at_sparsity`` re-binarises the learned logits: the fixed-sparsity decomposition of the
+    same data, config and seed has exactly its masks, and a saved file keeps the ranking."""
+    x, _ = digits_xy
+    config = LBMaskConfig(steps=40)
+    adaptive = saved.decompose(
+        wide_mlp, x[:600], sparsity="auto", lbmask=config, contract=Contract(), progress=False
+    )
+    fixed = saved.decompose(wide_mlp, x[:600], lbmask=config, progress=False)
+    assert adaptive.ranking is not None and fixed.ranking is not None
+    assert torch.equal(adaptive.ranking, fixed.ranking)
+    again = adaptive.at_sparsity(0.5)
+    assert torch.equal(again.masks, fixed.masks) and again.sparsity == 0.5
+    assert torch.equal(adaptive.at_sparsity(adaptive.sparsity).masks, adaptive.masks)  # type: ignore[arg-type]
+    loaded = saved.load(fixed.save(tmp_path / "ranked.safetensors"), wide_mlp)
+    assert loaded.ranking is not None and torch.equal(loaded.ranking, fixed.ranking)
+    assert torch.equal(loaded.at_sparsity(0.7).masks, fixed.at_sparsity(0.7).masks)
+    with pytest.raises(ValueError, match="sparsity: expected a value in"):
+        fixed.at_sparsity(1.0)
+    with pytest.raises(ValueError, match="one value or one per component"):
+        fixed.at_sparsity([0.5, 0.5])
+    scored = saved.decompose(wide_mlp, x[:200], method="random", progress=False)
+    with pytest.raises(ValueError, match="keeps no learned ranking"):
+        scored.at_sparsity(0.5)
