@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 def log(message: str) -> None:
@@ -46,3 +50,41 @@ def write_document(out: Path, results: dict[str, Any], markdown: Callable[..., s
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {out} and its .json ({results['seconds']:.0f} s)")
     print(json.dumps(results))
+
+
+def document_parser(
+    description: str, models: Iterable[str], document: str
+) -> argparse.ArgumentParser:
+    """The options every study script takes: ``--smoke``, ``--only``, ``--out``, ``--render``
+    and ``--under-load`` (``document`` is the default output, e.g. ``STUDY``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--only", default=",".join(models), help="comma-separated models")
+    parser.add_argument("--out", type=Path, default=None, help=f"default docs/{document}.md")
+    parser.add_argument("--render", type=Path, help=f"rebuild the markdown from a {document}.json")
+    parser.add_argument(
+        "--under-load",
+        action="store_true",
+        help="say in the document that the machine was busy during the run",
+    )
+    return parser
+
+
+def finish(
+    out: Path,
+    results: dict[str, Any],
+    script: str,
+    args: argparse.Namespace,
+    started: float,
+    markdown: Callable[..., str],
+) -> None:
+    """Stamp ``results`` with the command that regenerates it, the machine, whether it ran under
+    load and its seconds since ``started``; then :func:`write_document`."""
+    results.update(
+        command=shlex.join([".venv/bin/python", f"benchmarks/{script}", *sys.argv[1:]]),
+        machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}, CPU",
+        under_load=args.under_load,
+        seconds=time.perf_counter() - started,
+    )
+    write_document(out, results, markdown)

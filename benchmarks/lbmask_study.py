@@ -32,20 +32,16 @@ The rows are also written as JSON beside the markdown; the last line printed is 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from generated import chosen_models, log, render_only, write_document
+from generated import chosen_models, document_parser, finish, log, render_only
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -513,32 +509,16 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    parser.add_argument("--only", default=",".join(PLANS), help="comma-separated models")
-    parser.add_argument("--out", type=Path, default=None, help="default docs/STUDY.md")
-    parser.add_argument("--render", type=Path, help="rebuild the markdown from a STUDY.json")
-    parser.add_argument(
-        "--under-load",
-        action="store_true",
-        help="say in the document that the machine was busy during the run",
-    )
+    parser = document_parser(__doc__.split("\n\n")[0], PLANS, "STUDY")
     args = parser.parse_args()
     if render_only(args, markdown):
         return
     names = chosen_models(parser, args.only, PLANS)
-    out = args.out or ROOT / "docs" / "STUDY.md"
     torch.manual_seed(0)
     started = time.perf_counter()
     results = study(names, args.smoke)
-    results.update(
-        command=shlex.join([".venv/bin/python", "benchmarks/lbmask_study.py", *sys.argv[1:]]),
-        machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}, CPU",
-        under_load=args.under_load,
-        seconds=time.perf_counter() - started,
-    )
-    write_document(out, results, markdown)
+    out = args.out or ROOT / "docs" / "STUDY.md"
+    finish(out, results, "lbmask_study.py", args, started, markdown)
 
 
 if __name__ == "__main__":
