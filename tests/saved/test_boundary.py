@@ -1,4 +1,4 @@
-"""saved/boundary.py: PGD + bisection reach the decision boundary of real trained models."""
+"""saved/boundary/: PGD + bisection reach the decision boundary of real trained models."""
 
 from __future__ import annotations
 
