@@ -28,8 +28,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from saved import ClassComponents, as_inputs, testing
 from saved.adapters import Batch, forward_logits, frozen_eval
 from saved.baselines import random
-from saved.lbmask import LBMaskConfig, MaskTrainer
-from saved.units import UnitSpace
+from saved.masking.lbmask import LBMaskConfig, MaskTrainer
+from saved.masking.units import UnitSpace
 
 
 def seconds(call: Callable[[], object], repeats: int) -> float:

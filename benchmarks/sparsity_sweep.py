@@ -47,8 +47,8 @@ from saved.boundary import calibration_set, calibration_sources
 from saved.contract import boundary_subset, clopper_pearson_upper, jaccard_overlap, logit_margins
 from saved.decomposition import Decomposition
 from saved.inputs import match_dtype
-from saved.lbmask import train_masks
-from saved.units import UnitSpace
+from saved.masking.lbmask import train_masks
+from saved.masking.units import UnitSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = (0.1, 0.2, 0.3, 0.4, 0.5)

@@ -53,7 +53,7 @@ def child(call: str, n: int) -> dict[str, float]:
     import saved
     from saved import testing
     from saved.datasets import load_fashion_mnist
-    from saved.lbmask import LBMaskConfig
+    from saved.masking.lbmask import LBMaskConfig
 
     torch.manual_seed(0)
     images, labels = load_fashion_mnist("train")

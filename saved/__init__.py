@@ -26,7 +26,7 @@ from .decomposition import Decomposition, load
 from .evaluation import assess
 from .holdout import Holdout, SameSamplesWarning, holdout
 from .inputs import Inputs, as_inputs
-from .lbmask import LBMaskConfig
+from .masking.lbmask import LBMaskConfig
 from .pipeline import METHODS, check, decompose, evaluate
 from .report import ContractReport, SampleSplit
 

@@ -22,7 +22,7 @@ from ._runtime import forward_logits, frozen_eval, model_device, on_device, reso
 from ._validation import check_in
 from .components import ClassComponents
 from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, batch_to, match_dtype, repeat_batch
-from .units import MaskSpace, UnitSpace
+from .masking.units import MaskSpace, UnitSpace
 
 __all__ = ["ComponentCost", "Decomposition", "load"]
 
@@ -281,7 +281,7 @@ def load(path: str | Path, model: nn.Module) -> Decomposition:
 def _from_stored(
     path: Path, meta: dict[str, Any], tensors: dict[str, Tensor], model: nn.Module
 ) -> Decomposition:
-    from .weights import WeightSpace
+    from .masking.weights import WeightSpace
 
     if _tensors_digest(tensors) != meta["tensors_sha256"]:
         raise ValueError(f"{path}: its tensors do not match their recorded sha256 (corrupted)")

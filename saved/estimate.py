@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from .boundary import BoundaryConfig
 from .components import ClassComponents
 from .inputs import Inputs
-from .lbmask import VALIDATION_ROWS, LBMaskConfig, MaskTrainer
-from .units import MaskSpace
+from .masking.lbmask import VALIDATION_ROWS, LBMaskConfig, MaskTrainer
+from .masking.space import MaskSpace
 
 __all__ = ["PROBE_FROM", "Estimate", "estimate_seconds", "probe_step"]
 

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from ._hashing import inputs_digest
 from ._runtime import on_device, predict_logits, resolve_device
-from .adaptive import adaptive_sparsity
 from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
 from .boundary import (
     BoundaryConfig,
@@ -38,10 +37,11 @@ from .inputs import (
     match_dtype,
     sample_inputs,
 )
-from .lbmask import LBMaskConfig, train_masks
+from .masking.adaptive import adaptive_sparsity
+from .masking.lbmask import LBMaskConfig, train_masks
+from .masking.units import MaskSpace, UnitSpace
+from .masking.weights import WeightSpace
 from .report import ContractReport, SampleSplit
-from .units import MaskSpace, UnitSpace
-from .weights import WeightSpace
 
 __all__ = ["METHODS", "check", "decompose", "evaluate"]
 
@@ -111,7 +111,7 @@ def decompose(
             ``"auto"`` (LBMask only): masks are learned at ``lbmask.sparsity`` and each
             component then gets the largest sparsity >= ``contract.eta`` that keeps the
             disagreement on held-out calibration samples within ``contract.eps / 2``
-            (:mod:`saved.adaptive`). ``None``: ``lbmask.sparsity`` (0.5 by default).
+            (:mod:`saved.masking.adaptive`). ``None``: ``lbmask.sparsity`` (0.5 by default).
         alpha: LBMask initialisation, 0 uniform to 1 magnitude prior. ``None``:
             ``lbmask.alpha`` (0 by default).
         boundary, lbmask: full settings of mining and mask learning. A ``sparsity`` or

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..units import MaskSpace
+from ..masking.space import MaskSpace
 from . import MaskContext
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..units import UnitSpace
+from ..masking.units import UnitSpace
 from . import MaskContext, require
 from ._activations import component_targets, unit_activations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..units import MaskSpace
+from ..masking.space import MaskSpace
 from . import MaskContext
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..weights import WeightSpace
+from ..masking.weights import WeightSpace
 from . import MaskContext, require
 from ._activations import input_norms
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..units import UnitSpace
+from ..masking.units import UnitSpace
 from . import MaskContext, require
 from ._activations import input_norms
 

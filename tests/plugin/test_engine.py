@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import saved
 from pytest_decompose.engine import Engine
-from saved.lbmask import LBMaskConfig, MaskTrainer
+from saved.masking.lbmask import LBMaskConfig, MaskTrainer
 
 FAST = LBMaskConfig(steps=5)
 
@@ -174,7 +174,7 @@ WORKER = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from saved import testing
-    from saved.lbmask import LBMaskConfig
+    from saved.masking.lbmask import LBMaskConfig
     from saved._hashing import tensor_digest
     from pytest_decompose.engine import Engine
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from pytest_decompose.strategies import boundary_inputs, find_counterexample
 from saved import ClassComponents, Decomposition, as_inputs, predict_logits, testing
 from saved.baselines import random
+from saved.masking.units import UnitSpace
 from saved.report import Counterexample
-from saved.units import UnitSpace
 
 X, Y = testing.digits()
 MODEL = testing.train_classifier(testing.tiny_mlp(hidden=(128, 128), seed=0), X, Y, steps=300)

@@ -12,8 +12,8 @@ import torch
 import saved
 from saved import BoundaryConfig, ClassComponents, LBMaskConfig, as_inputs
 from saved.estimate import MINING_PASSES, STEP_PASSES, Estimate, estimate_seconds, probe_step
-from saved.lbmask import VALIDATION_ROWS
-from saved.units import UnitSpace
+from saved.masking.lbmask import VALIDATION_ROWS
+from saved.masking.units import UnitSpace
 
 
 def test_estimate_by_hand() -> None:

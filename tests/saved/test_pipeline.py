@@ -7,7 +7,7 @@ import torch
 
 import saved
 from saved import testing
-from saved.lbmask import LBMaskConfig
+from saved.masking.lbmask import LBMaskConfig
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import saved
 from saved import ClassComponents, Decomposition, as_inputs, predict_logits, testing
 from saved.baselines import random
-from saved.units import UnitSpace
-from saved.weights import WeightSpace
+from saved.masking.units import UnitSpace
+from saved.masking.weights import WeightSpace
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +70,20 @@ def test_the_old_adapters_module_re_exports_the_moved_names() -> None:
     for name in adapters.__all__:
         homes = [m for m in (inputs, _runtime, embedding) if hasattr(m, name)]
         assert homes and getattr(adapters, name) is getattr(homes[0], name)
+
+
+def test_the_old_phase_3_modules_re_export_the_moved_names() -> None:
+    import importlib
+
+    for name in ("units", "weights", "lbmask", "objectives", "adaptive"):
+        old = importlib.import_module(f"saved.{name}")
+        new = importlib.import_module(f"saved.masking.{name}")
+        assert old.__all__
+        for item in old.__all__:
+            assert getattr(old, item) is getattr(new, item)
+    assert set(importlib.import_module("saved.masking.units").__all__) <= set(
+        importlib.import_module("saved.units").__all__
+    )
 
 
 def test_the_plugin_imports_only_public_names() -> None:

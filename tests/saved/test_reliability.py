@@ -21,7 +21,7 @@ from pytest_decompose import assert_decomposable
 from pytest_decompose.strategies import boundary_inputs, find_counterexample
 from saved import cli, testing
 from saved.contract import hoeffding_radius
-from saved.lbmask import LBMaskConfig
+from saved.masking.lbmask import LBMaskConfig
 
 FAST = LBMaskConfig(steps=3)
 N = 300  # samples per call: enough for every code path, quick on 2 cores

@@ -1,5 +1,5 @@
-"""saved/lbmask.py: learned masks on a real trained model — frozen weights, exact sizes, and
-a boundary disagreement below random and magnitude masks of the same size."""
+"""saved/masking/lbmask.py: learned masks on a real trained model — frozen weights, exact sizes,
+and a boundary disagreement below random and magnitude masks of the same size."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from saved.baselines import magnitude, random
 from saved.boundary import calibration_set, calibration_sources, mine_boundary
 from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
-from saved.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
-from saved.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
-from saved.units import UnitSpace
+from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
+from saved.masking.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
+from saved.masking.units import UnitSpace
 
 
 @pytest.fixture(scope="module")

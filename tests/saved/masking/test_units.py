@@ -1,5 +1,6 @@
-"""saved/units.py and saved/decomposition.py: unit discovery, masking hooks, exact sizes, and
-surgery that agrees with masking on real torchvision and transformers architectures."""
+"""saved/masking/ (discovery, units, hooks, surgery) and saved/decomposition.py: unit
+discovery, masking hooks, exact sizes, and surgery that agrees with masking on real
+torchvision and transformers architectures."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from saved._runtime import forward_logits
 from saved.baselines import magnitude, random
 from saved.decomposition import Decomposition
 from saved.inputs import repeat_batch
-from saved.units import UnitSpace
+from saved.masking.units import UnitSpace
 
 
 def _models() -> dict[str, tuple[nn.Module, object]]:

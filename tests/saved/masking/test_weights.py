@@ -1,4 +1,4 @@
-"""saved/weights.py: unstructured (per-weight) masks — the comparison variant of LBMask."""
+"""saved/masking/weights.py: unstructured (per-weight) masks — the comparison variant of LBMask."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 
 from saved import ClassComponents, as_inputs, testing
 from saved._runtime import forward_logits
-from saved.lbmask import LBMaskConfig, learn_masks
-from saved.weights import WeightSpace
+from saved.masking.lbmask import LBMaskConfig, learn_masks
+from saved.masking.weights import WeightSpace
 
 
 def test_weight_space_covers_hidden_layers_not_the_classifier(digits_mlp, digits_xy) -> None:

@@ -1,5 +1,5 @@
-"""saved/adaptive.py: per-component sparsity from one learned ranking — every component ends
-at the largest grid sparsity the semantic budget allows, never below eta."""
+"""saved/masking/adaptive.py: per-component sparsity from one learned ranking — every component
+ends at the largest grid sparsity the semantic budget allows, never below eta."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import torch
 
 import saved
 from saved import ClassComponents, Contract, LBMaskConfig, as_inputs, testing
-from saved.adaptive import MAX_SPARSITY, STEP, adaptive_sparsity
 from saved.boundary import calibration_set, mine_boundary
 from saved.contract import boundary_subset, jaccard_overlap, logit_margins
 from saved.decomposition import Decomposition
-from saved.lbmask import train_masks
-from saved.units import UnitSpace
+from saved.masking.adaptive import MAX_SPARSITY, STEP, adaptive_sparsity
+from saved.masking.lbmask import train_masks
+from saved.masking.units import UnitSpace
 
 
 @pytest.fixture(scope="module")

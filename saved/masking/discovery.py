@@ -1,0 +1,228 @@
+"""Finding a model's structural units: heads and FFN neurons of transformers blocks, coupled
+channel and neuron groups of Torch-Pruning's dependency graph, and the classifier excluded."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from .._runtime import forward_logits
+from ..inputs import Batch
+
+__all__ = ["MaskSite", "UnitGroup", "UnitKind", "find_classifier", "find_groups"]
+
+UnitKind = Literal["channels", "neurons", "heads"]
+
+
+@dataclass(frozen=True)
+class MaskSite:
+    """Where a group's mask multiplies activations: the output of ``module`` along ``dim``,
+    each unit covering ``width`` consecutive features (1, or the head size for heads)."""
+
+    module: str
+    dim: int
+    width: int = 1
+
+
+@dataclass(frozen=True)
+class UnitGroup:
+    """Units that are pruned together in one layer (or one coupled channel set)."""
+
+    name: str
+    kind: UnitKind
+    size: int
+    sites: tuple[MaskSite, ...]
+    params_per_unit: int
+    norms: Tensor = field(repr=False)  # [size] weight norm of each unit (magnitude prior)
+    surgery: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def _named(model: nn.Module) -> dict[nn.Module, str]:
+    return {module: name for name, module in model.named_modules()}
+
+
+def _linear_params(linear: nn.Linear, *, out: bool) -> int:
+    """Parameters one output (``out``) or input feature of ``linear`` carries."""
+    if out:
+        return linear.in_features + (1 if linear.bias is not None else 0)
+    return linear.out_features
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def _transformer_groups(model: nn.Module) -> list[UnitGroup]:
+    """Heads and FFN neurons of BERT-like (query/key/value + output.dense, intermediate.dense +
+    output.dense) and ViT-like (q/k/v/o_proj, mlp.fc1/fc2) transformers blocks."""
+    names = _named(model)
+    modules = dict(model.named_modules())
+    groups: list[UnitGroup] = []
+    for name, module in model.named_modules():
+        heads = getattr(module, "num_attention_heads", None)
+        if isinstance(heads, int) and all(hasattr(module, a) for a in ("query", "key", "value")):
+            parent = modules[name.rsplit(".", 1)[0]]
+            output = parent.output.dense  # BertAttention.output (BertSelfOutput)
+            q, k, v = module.query, module.key, module.value
+            head_size = module.attention_head_size
+            layout = "bert"
+        elif isinstance(heads, int) and all(
+            hasattr(module, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ):
+            q, k, v, output = module.q_proj, module.k_proj, module.v_proj, module.o_proj
+            head_size = module.head_dim
+            layout = "vit"
+        else:
+            continue
+        weights = torch.stack([q.weight, k.weight, v.weight]).detach()  # [3, H*d, hidden]
+        per_head = weights.view(3, heads, head_size, -1).pow(2).sum(dim=(0, 2, 3))
+        per_head += (
+            output.weight.detach()
+            .view(output.out_features, heads, head_size)
+            .pow(2)
+            .sum(dim=(0, 2))
+        )
+        params = (
+            3 * head_size * q.in_features
+            + sum(head_size for lin in (q, k, v) if lin.bias is not None)
+            + head_size * output.out_features
+        )
+        groups.append(
+            UnitGroup(
+                name=f"{name}:heads",
+                kind="heads",
+                size=heads,
+                sites=(MaskSite(names[v], -1, head_size),),
+                params_per_unit=params,
+                norms=per_head.sqrt().cpu(),
+                surgery={
+                    "layout": layout,
+                    "owner": name,
+                    "q": names[q],
+                    "k": names[k],
+                    "v": names[v],
+                    "o": names[output],
+                },
+            )
+        )
+    for name, module in model.named_modules():
+        if name.endswith("intermediate") and isinstance(getattr(module, "dense", None), nn.Linear):
+            up = module.dense
+            down = modules[name.rsplit(".", 1)[0]].output.dense
+        elif isinstance(getattr(module, "fc1", None), nn.Linear) and isinstance(
+            getattr(module, "fc2", None), nn.Linear
+        ):
+            up, down = module.fc1, module.fc2
+        else:
+            continue
+        norms = up.weight.detach().pow(2).sum(1) + down.weight.detach().pow(2).sum(0)
+        groups.append(
+            UnitGroup(
+                name=f"{name}:neurons",
+                kind="neurons",
+                size=up.out_features,
+                sites=(MaskSite(names[up], -1, 1),),
+                params_per_unit=_linear_params(up, out=True) + _linear_params(down, out=False),
+                norms=norms.sqrt().cpu(),
+                surgery={"up": names[up], "down": names[down]},
+            )
+        )
+    return groups
+
+
+# --------------------------------------------------------------------------- Torch-Pruning
+
+_OUT_HANDLERS = {"prune_out_channels"}
+
+
+def _dependency_groups(
+    model: nn.Module, example: Batch, classifier: nn.Module | None
+) -> list[UnitGroup]:
+    """Coupled channel / neuron groups from Torch-Pruning's dependency graph."""
+    # Torch-Pruning traces autograd: build on a copy in eval mode with gradients enabled, so
+    # the user's model (and its BatchNorm statistics and flags) are never touched.
+    twin = copy.deepcopy(model).eval()
+    twin.requires_grad_(True)
+    twin_names = _named(twin)
+    kwargs = {"forward_fn": lambda m, x: forward_logits(m, x)}
+    with torch.enable_grad():
+        graph = tp.DependencyGraph().build_dependency(twin, example_inputs=example, **kwargs)
+        head = (
+            find_classifier(twin, example)
+            if classifier is None
+            else _twin_of(twin, model, classifier)
+        )
+        roots = (nn.Conv2d, nn.Conv1d, nn.Linear)
+        groups: list[UnitGroup] = []
+        for group in graph.get_all_groups(ignored_layers=[head], root_module_types=roots):
+            root = group[0].dep.target.module
+            size = len(group[0].idxs)
+            sites: list[MaskSite] = []
+            norms = torch.zeros(size)
+            params = 0
+            for item in group:
+                module = item.dep.target.module
+                if module not in twin_names or not isinstance(module, nn.Module):
+                    continue
+                handler = getattr(item.dep.handler, "__name__", "")
+                is_out = handler in _OUT_HANDLERS
+                weight = getattr(module, "weight", None)
+                if is_out:
+                    if len(item.idxs) != size:
+                        raise ValueError(f"unsupported channel coupling at {twin_names[module]}")
+                    dim = -1 if isinstance(module, nn.Linear) else 1
+                    sites.append(MaskSite(twin_names[module], dim, 1))
+                    if isinstance(weight, Tensor):
+                        norms += weight.detach().reshape(size, -1).pow(2).sum(1).cpu()
+                if is_out:  # a unit owns its producing rows; consumer columns are the
+                    # next unit's rows' partners and would be counted twice
+                    params += sum(p[0].numel() for p in module.parameters(recurse=False))
+            groups.append(
+                UnitGroup(
+                    name=twin_names[root],
+                    kind="neurons" if isinstance(root, nn.Linear) else "channels",
+                    size=size,
+                    sites=tuple(dict.fromkeys(sites)),
+                    params_per_unit=params,
+                    norms=norms.sqrt(),
+                    surgery={"root": twin_names[root], "linear": isinstance(root, nn.Linear)},
+                )
+            )
+    return groups
+
+
+def _twin_of(twin: nn.Module, model: nn.Module, module: nn.Module) -> nn.Module:
+    name = _named(model).get(module)
+    if name is None:
+        raise ValueError("classifier: the module given is not part of the model")
+    return dict(twin.named_modules())[name]
+
+
+def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
+    """The last Linear (or Conv) layer run in a forward pass: the one producing the logits."""
+    order: list[nn.Module] = []
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: order.append(m))
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d))
+    ]
+    try:
+        with torch.no_grad():
+            forward_logits(model, example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not order:
+        raise ValueError("model: no Linear or Conv layer ran, so there is nothing to mask")
+    return order[-1]
+
+
+def find_groups(model: nn.Module, example: Batch, classifier: nn.Module | None) -> list[UnitGroup]:
+    """Transformers blocks (BERT-like and ViT-like) give heads and FFN neurons; any other model
+    gives the coupled groups of Torch-Pruning's dependency graph, the classifier (the last
+    Linear/Conv layer to run, or ``classifier``) excluded."""
+    return _transformer_groups(model) or _dependency_groups(model, example, classifier)
