@@ -22,10 +22,14 @@ def log(message: str) -> None:
 
 
 def render_only(args: argparse.Namespace, markdown: Callable[[dict[str, Any]], str]) -> bool:
-    """With ``--render JSON``: write its markdown (beside it, or to ``--out``) and say so."""
+    """With ``--render JSON``: write its markdown (beside it, or to ``--out``) and say so;
+    with ``--under-load`` too, mark the JSON's run as one that shared the machine."""
     if not args.render:
         return False
     results = json.loads(args.render.read_text())
+    if getattr(args, "under_load", False):  # a run that shared the machine, said afterwards
+        results["under_load"] = True
+        args.render.write_text(json.dumps(results, indent=1) + "\n")
     out = args.out or args.render.with_suffix(".md")
     out.write_text(markdown(results))
     log(f"rendered {out} from {args.render}")
@@ -88,3 +92,26 @@ def finish(
         seconds=time.perf_counter() - started,
     )
     write_document(out, results, markdown)
+
+
+def study_main(
+    description: str,
+    plans: Iterable[str],
+    document: str,
+    script: str,
+    study: Callable[[list[str], bool], dict[str, Any]],
+    markdown: Callable[..., str],
+) -> None:
+    """The whole command line of a study script: parse, ``--render`` or run ``study(models,
+    smoke)`` seeded, then stamp and write ``docs/<document>.md`` (or ``--out``)."""
+    choices = list(plans)
+    parser = document_parser(description, choices, document)
+    args = parser.parse_args()
+    if render_only(args, markdown):
+        return
+    names = chosen_models(parser, args.only, choices)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    results = study(names, args.smoke)
+    out = args.out or Path(__file__).resolve().parents[1] / "docs" / f"{document}.md"
+    finish(out, results, script, args, started, markdown)

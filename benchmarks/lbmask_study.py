@@ -17,7 +17,7 @@ reference prediction on the held-out boundary subset B (the q = 0.2 lowest-margi
 samples), at sparsity 0.5, measured after 25, 50, 100, ... steps of one run (learning curves).
 Both aggregators are measured on the same masks. Questions:
 
-* Q1 objectives (:mod:`saved.objectives`), with the paper's aggregator and per-group quotas;
+* Q1 objectives (:mod:`saved.masking.objectives`), with the paper's aggregator and per-group quotas;
 * Q2 aggregators: ``paper`` (``argmax_k m_k[0]``) against ``margin`` (``argmax_k m_k[0] - m_k[1]``);
 * Q3 allocation: per-group quotas against one quota per unit kind across layers;
 * Q4 budget: the learning curves, and the automatic stopping rule (held-out part of the
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import chosen_models, document_parser, finish, log, render_only
+from generated import log, study_main
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -50,8 +50,8 @@ from saved.adapters import predict_logits
 from saved.boundary import calibration_set, calibration_sources, mine_boundary
 from saved.contract import boundary_subset, disagreement, jaccard_overlap, logit_margins
 from saved.decomposition import Decomposition
-from saved.lbmask import train_masks
-from saved.units import UnitSpace
+from saved.masking.lbmask import train_masks
+from saved.masking.units import UnitSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARSITY = 0.5
@@ -109,6 +109,16 @@ class Bench:
     space: UnitSpace
     components: ClassComponents
     notes: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """What the documents say about the bench: its notes, sizes and class count."""
+        return {
+            **self.notes,
+            "n_held_out": self.n_held_out,
+            "n_boundary": len(self.reference),
+            "units": self.space.num_units,
+            "classes": self.components.num_classes,
+        }
 
 
 def _digits(name: str, smoke: bool) -> tuple[nn.Module, Inputs, Inputs, str]:
@@ -275,13 +285,7 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
     for name in names:
         plan = smoke_plan(PLANS[name]) if smoke else PLANS[name]
         bench = build_bench(name, smoke)
-        benches[name] = {
-            **bench.notes,
-            "n_held_out": bench.n_held_out,
-            "n_boundary": len(bench.reference),
-            "units": bench.space.num_units,
-            "classes": bench.components.num_classes,
-        }
+        benches[name] = bench.summary()
         fixed = LBMaskConfig(
             steps=max(plan.checkpoints), batch_size=plan.batch_size, allocation=ALLOCATION
         )
@@ -509,16 +513,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = document_parser(__doc__.split("\n\n")[0], PLANS, "STUDY")
-    args = parser.parse_args()
-    if render_only(args, markdown):
-        return
-    names = chosen_models(parser, args.only, PLANS)
-    torch.manual_seed(0)
-    started = time.perf_counter()
-    results = study(names, args.smoke)
-    out = args.out or ROOT / "docs" / "STUDY.md"
-    finish(out, results, "lbmask_study.py", args, started, markdown)
+    study_main(__doc__.split("\n\n")[0], PLANS, "STUDY", "lbmask_study.py", study, markdown)
 
 
 if __name__ == "__main__":

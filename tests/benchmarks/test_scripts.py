@@ -203,6 +203,40 @@ def test_lbmask_study_smoke(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
+def test_lbmask_budget_smoke(tmp_path: Path) -> None:
+    """Every data variant of the plan runs, in order, on the decomposition data it names; every
+    Dis is a rate over the held-out B at each checkpoint; ``--render`` rebuilds the markdown."""
+    out = tmp_path / "BUDGET.md"
+    result = _last_json_line(
+        "benchmarks/lbmask_budget.py",
+        "--smoke",
+        "--only",
+        "minilm-debian4,vit-fmnist",
+        "--out",
+        str(out),
+        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert set(result["benches"]) == {"minilm-debian4", "vit-fmnist"}
+    variants = [(row["model"], row["variant"]) for row in result["rows"]]
+    assert variants == [
+        (model, variant)
+        for model in ("minilm-debian4", "vit-fmnist")
+        for variant in ("512+mined", "whole", "floor")
+    ]
+    for row in result["rows"]:
+        if row["variant"] == "whole":
+            assert row["n_rows"] == 32  # the smoke's "whole": 32 natural training samples
+        n = result["benches"][row["model"]]["n_boundary"]
+        assert [point["step"] for point in row["curve"]] == [2, 4]
+        for point in row["curve"]:
+            assert 0 <= point["paper"] <= 1 and 0 <= point["overlap"] <= 1
+            assert abs(point["paper"] * n - round(point["paper"] * n)) < 1e-6
+    text = out.read_text()
+    assert "**Q5 data.**" in text and "**Q6 floor.**" in text and "--smoke --only" in text
+    assert _rendered_again("benchmarks/lbmask_budget.py", out, tmp_path) == text
+
+
+@needs_fashion_mnist
 def test_decompose_time_smoke(tmp_path: Path) -> None:
     result = _last_json_line(
         "benchmarks/decompose_time.py",
