@@ -213,3 +213,21 @@ def test_no_state_change_on_the_error_path() -> None:
     with pytest.raises(ValueError, match=r"calling it on the data \(x: float32 \[4, 7\]\) failed"):
         predict_logits(model, as_inputs(torch.zeros(4, 7)))  # wrong feature count
     assert testing.state_snapshot(model) == before
+
+
+def test_the_html_report_says_how_mask_learning_ended() -> None:
+    """The plugin's HTML page carries the same training line as the failure message, escaped."""
+    from pytest_decompose.report import render_html
+
+    logits, decomposed, supports, _labels = _hand_example()
+    training = {"steps_run": 400, "best_step": 400, "stopped": "max_steps", "seconds": 9.0}
+    report = assess(Contract(kappa=0.6), logits, decomposed, supports, training=training)
+    entry = {"nodeid": "test_x.py::test_<model>", "report": report.to_dict()}
+    page = render_html({"results": [entry], "python": "3.11"})
+    note = report.training_note()
+    assert note is not None and "still improving" in note
+    assert f"<p class='training'>{note}</p>" in page  # the note has nothing to escape
+    assert "test_x.py::test_&lt;model&gt;" in page
+    untrained = assess(Contract(kappa=0.6), logits, decomposed, supports)
+    plain = render_html({"results": [{"nodeid": "t", "report": untrained.to_dict()}], "python": ""})
+    assert "class='training'" not in plain
