@@ -2,10 +2,5 @@
 :mod:`saved.masking`); they are re-exported here so code written against ``saved.adaptive`` keeps
 working."""
 
-from .masking.adaptive import (
-    MAX_SPARSITY,
-    STEP,
-    adaptive_sparsity,
-)
-
-__all__ = ["MAX_SPARSITY", "STEP", "adaptive_sparsity"]
+from .masking.adaptive import *  # noqa: F403  (the re-export is the point)
+from .masking.adaptive import __all__ as __all__

@@ -2,11 +2,5 @@
 :mod:`saved.masking`); they are re-exported here so code written against ``saved.objectives`` keeps
 working."""
 
-from .masking.objectives import (
-    OBJECTIVES,
-    Objective,
-    ObjectiveTargets,
-    objective_loss,
-)
-
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveTargets", "objective_loss"]
+from .masking.objectives import *  # noqa: F403  (the re-export is the point)
+from .masking.objectives import __all__ as __all__

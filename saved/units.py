@@ -2,24 +2,5 @@
 :mod:`saved.masking`); they are re-exported here so code written against ``saved.units`` keeps
 working."""
 
-from .masking.units import (
-    Allocation,
-    MaskGroup,
-    MaskSite,
-    MaskSpace,
-    UnitGroup,
-    UnitKind,
-    UnitSpace,
-    find_classifier,
-)
-
-__all__ = [
-    "Allocation",
-    "MaskGroup",
-    "MaskSite",
-    "MaskSpace",
-    "UnitGroup",
-    "UnitKind",
-    "UnitSpace",
-    "find_classifier",
-]
+from .masking.units import *  # noqa: F403  (the re-export is the point)
+from .masking.units import __all__ as __all__

@@ -2,9 +2,5 @@
 :mod:`saved.masking`); they are re-exported here so code written against ``saved.weights`` keeps
 working."""
 
-from .masking.weights import (
-    WeightGroup,
-    WeightSpace,
-)
-
-__all__ = ["WeightGroup", "WeightSpace"]
+from .masking.weights import *  # noqa: F403  (the re-export is the point)
+from .masking.weights import __all__ as __all__
