@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import sys
 import time
@@ -53,11 +52,12 @@ def _write_outputs(report: Any, args: argparse.Namespace, console: Console) -> N
         Path(args.json).write_text(report.to_json(indent=2))
         console.print(f"report written to {args.json}")
     if args.html:
-        from .report import render_report
+        from ._version import __version__
+        from .render import html_page  # the page pytest --decompose-report writes
 
-        recorder = Console(record=True, width=110, file=io.StringIO())
-        recorder.print(render_report(report, top=10))
-        Path(args.html).write_text(recorder.export_html(inline_styles=True))
+        name = getattr(args, "target", None) or getattr(args, "file", None) or "saved demo"
+        page = html_page([(name, report)], about=f"written by saved {__version__}")
+        Path(args.html).write_text(page, encoding="utf-8")
         console.print(f"HTML written to {args.html}")
 
 

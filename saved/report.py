@@ -1,4 +1,9 @@
-"""The contract report: every measured value, threshold and verdict; JSON and rich rendering."""
+"""The contract report: every measured value, threshold and verdict, and its JSON form.
+
+Its renderings (rich for the terminal, the HTML page) are :mod:`saved.render`; its text
+(``summary_line``, ``explain``, ``sample_advice``, ``training_note``) is here, one place for
+the assertion, the terminal summary and both renderings.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from rich.console import RenderableType
 
 from .contract import Bound, Contract
 
@@ -344,95 +347,11 @@ class ContractReport:
     def from_json(cls, text: str) -> ContractReport:
         return cls.from_dict(json.loads(text))
 
+    def describe_samples(self) -> str:
+        """Which samples decomposed and which certified, or that it was not recorded."""
+        return self.split.describe() if self.split else _SPLIT_TEXT["unknown"]
+
     def __rich__(self) -> RenderableType:
+        from .render import render_report  # the renderers import this module
+
         return render_report(self)
-
-
-# --------------------------------------------------------------------------- rich rendering
-
-
-def _verdict(holds: bool) -> Text:
-    return Text("holds", style="bold green") if holds else Text("FAILS", style="bold red")
-
-
-def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
-    """A rich renderable: the axes table, the per-class summary and the top counterexamples."""
-    contract = report.contract
-    axes = Table(title=f"Decomposition contract ({report.method})", title_justify="left")
-    axes.add_column("axis")
-    axes.add_column("measured", justify="right", no_wrap=True)
-    axes.add_column("rule")
-    axes.add_column("verdict")
-    other = "hoeffding" if contract.bound == "binomial" else "binomial"
-    axes.add_row(
-        "semantic",
-        f"Dis {report.disagreement:.4f} -> {report.semantic_bound:.4f}",
-        f"{report.bound_label} <= eps = {contract.eps:g} ({other}: {report.bounds[other]:.4f})",
-        _verdict(report.semantic_holds),
-    )
-    axes.add_row(
-        "structural",
-        f"{report.max_overlap:.4f}",
-        f"max overlap <= gamma = {contract.gamma:g}",
-        _verdict(report.structural_holds),
-    )
-    prunes = report.prunes
-    each = ""
-    if max(prunes) - min(prunes) > 1e-3:  # per-component sparsities (sparsity="auto")
-        each = " (per component: " + " ".join(f"{p:.2f}" for p in prunes) + ")"
-    axes.add_row(
-        "reduction",
-        f"{report.min_prune:.4f}",
-        f"min prune >= eta = {contract.eta:g}{each}",
-        _verdict(report.reduction_holds),
-    )
-    bound = 2 * report.disagreement
-    axes.add_row(
-        "confusion dev.", f"{report.confusion_deviation:.4f}", f"<= 2 Dis = {bound:.4f}", ""
-    )
-    axes.add_row("global dis.", f"{report.global_disagreement:.4f}", "all samples", "")
-    if contract.kappa_margin is None:
-        boundary_rule = f"lowest kappa = {contract.kappa:g} of margins"
-    else:
-        boundary_rule = f"margin <= {contract.kappa_margin:g}"
-    axes.caption = (
-        f"|B| = {report.n_boundary} of {report.n_samples} samples ({boundary_rule}, "
-        f"margin <= {report.boundary_margin:.4g}); delta = {contract.delta:g}; "
-        + (report.split.describe() if report.split else _SPLIT_TEXT["unknown"])
-    )
-    note = report.training_note()
-    if note is not None:
-        axes.caption += f"; {note}"
-
-    parts: list[RenderableType] = [axes]
-    summary = report.class_summary
-    if summary:
-        classes = Table(
-            title="Per-class boundary disagreement (upper bounds hold together at "
-            f"1 - delta = {1 - contract.delta:g}, Bonferroni over classes)",
-            title_justify="left",
-        )
-        for column in ("", "class", "|B_k|", "Dis_k", "upper bound"):
-            classes.add_column(column)
-        for name, row in summary.items():
-            rate = "-" if row.disagreement is None else f"{row.disagreement:.4f}"
-            upper = "-" if row.upper_bound is None else f"{row.upper_bound:.4f}"
-            classes.add_row(name, str(row.class_index), str(row.n_boundary), rate, upper)
-        parts.append(classes)
-    if report.counterexamples:
-        table = Table(
-            title=f"Counterexamples ({report.n_counterexamples}, lowest margin first)",
-            title_justify="left",
-        )
-        for column in ("index", "y(x)", "y_dec(x)", "margin", "label"):
-            table.add_column(column, justify="right")
-        for c in report.counterexamples[:top]:
-            label = "-" if c.label is None else str(c.label)
-            table.add_row(
-                str(c.index), str(c.reference), str(c.decomposed), f"{c.margin:.4g}", label
-            )
-        parts.append(table)
-    verdict = "holds" if report.holds else "fails: " + ", ".join(report.failed_axes)
-    style = "bold green" if report.holds else "bold red"
-    parts.append(Text(f"Contract {verdict}", style=style))
-    return Group(*parts)
