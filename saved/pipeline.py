@@ -13,8 +13,9 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ._hashing import inputs_digest
+from ._methods import METHODS, Method, make_masks, merged_config, method_spec
+from ._rows import GrowingRows
 from ._runtime import on_device, predict_logits, resolve_device
-from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
 from .boundary import (
     BoundaryConfig,
     BoundarySet,
@@ -32,46 +33,16 @@ from .inputs import (
     DEFAULT_BATCH_SIZE,
     STREAM_BATCHES,
     Batch,
-    Inputs,
     iter_inputs,
     match_dtype,
     sample_inputs,
 )
-from .masking.adaptive import adaptive_sparsity
-from .masking.lbmask import LBMaskConfig, train_masks
+from .masking.lbmask import LBMaskConfig
 from .masking.units import MaskSpace, UnitSpace
 from .masking.weights import WeightSpace
 from .report import ContractReport, SampleSplit
 
 __all__ = ["METHODS", "check", "decompose", "evaluate"]
-
-Method = Literal[
-    "lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi", "magnitude", "random"
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Method:
-    """How one method makes masks: over structural units or single weights; learned by LBMask
-    (``masks`` None) or scored by a baseline; whether it needs the calibration set (mined
-    boundary points)."""
-
-    space: Literal["units", "weights"]
-    masks: Callable[..., Tensor] | None
-    calibration: bool
-
-
-_REGISTRY: dict[str, _Method] = {
-    "lbmask": _Method("units", None, True),
-    "lbmask-unstructured": _Method("weights", None, True),
-    "wanda": _Method("weights", wanda.masks, True),
-    "wanda-structured": _Method("units", wanda_structured.masks, True),
-    "mi": _Method("units", mi.masks, True),
-    "magnitude": _Method("units", magnitude.masks, False),
-    "random": _Method("units", random.masks, False),
-}
-#: Every method, with whether its supports are weights (unstructured) or structural units.
-METHODS: dict[str, Literal["units", "weights"]] = {k: m.space for k, m in _REGISTRY.items()}
 
 
 def decompose(
@@ -133,10 +104,8 @@ def decompose(
             starts; with ``progress`` the estimate is also printed (on stderr) when it is
             10 s or more.
     """
-    if method not in _REGISTRY:
-        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    chosen = _REGISTRY[method]
-    config = _merged_config(lbmask, sparsity, alpha)
+    chosen = method_spec(method)
+    config = merged_config(lbmask, sparsity, alpha)
     if chosen.space == "weights" and lbmask is None:
         # per-weight masks keep each weight tensor's share, like the paper's unstructured
         # baselines; one quota across all weights of the model is not what they compare with
@@ -213,44 +182,26 @@ def decompose(
         sources = calibration_sources(len(inputs), mined)
         points = mined.point_logits()
         calibration_reference = torch.cat([reference, points]) if points is not None else None
-    training: dict[str, Any] = {}
-    ranking: Tensor | None = None
     if time_budget is not None:
         left = time_budget - (time.perf_counter() - started)
         budget = max(left, 1e-3) if config.time_budget is None else min(left, config.time_budget)
         config = dataclasses.replace(config, time_budget=max(budget, 1e-3))
-    if chosen.masks is None:
-        run = train_masks(
-            model,
-            calibration,
-            components,
-            space,
-            config,
-            seed=seed,
-            device=run_on,
-            progress=progress,
-            sources=sources,
-            reference=calibration_reference,
-        )
-        training = run.summary()
-        rates: float | list[float] = config.sparsity
-        if adaptive:
-            rates = adaptive_sparsity(
-                model,
-                space,
-                components,
-                run.logits,
-                _held_out_samples(calibration, len(inputs), run.validation_rows),
-                contract,
-                allocation=config.allocation,
-                device=run_on,
-            )
-        masks = space.binarise(run.logits, rates, config.allocation)
-        ranking = run.logits
-    else:
-        context = MaskContext(model, calibration, components, run_on, batch_size)
-        rates = config.sparsity
-        masks = chosen.masks(space, k, rates, seed=seed, context=context)
+    made = make_masks(
+        chosen,
+        model,
+        space,
+        components,
+        calibration,
+        config,
+        n_data=len(inputs),
+        adaptive=contract if adaptive else None,
+        sources=sources,
+        reference=calibration_reference,
+        device=run_on,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
     metadata: dict[str, Any] = {
         "seconds": round(time.perf_counter() - started, 2),
         "estimate_seconds": round(estimate.total, 1),
@@ -265,45 +216,11 @@ def decompose(
             "boundary": dataclasses.asdict(boundary or BoundaryConfig()),
         },
     }
-    if training:
-        metadata["training"] = training
-    return Decomposition(model, space, components, masks, method, rates, metadata, ranking)
-
-
-def _merged_config(
-    lbmask: LBMaskConfig | None,
-    sparsity: float | Literal["auto"] | None,
-    alpha: float | None,
-) -> LBMaskConfig:
-    """``lbmask`` (or the defaults) with ``sparsity`` and ``alpha`` filled in; each may be
-    given once, here or in ``lbmask``, or twice with the same value."""
-    config = lbmask or LBMaskConfig()
-    if sparsity is not None and sparsity != "auto":
-        _agree("sparsity", sparsity, lbmask)
-        config = dataclasses.replace(config, sparsity=sparsity)
-    if alpha is not None:
-        _agree("alpha", alpha, lbmask)
-        config = dataclasses.replace(config, alpha=alpha)
-    return config
-
-
-def _agree(name: str, value: float, lbmask: LBMaskConfig | None) -> None:
-    if lbmask is not None and getattr(lbmask, name) != value:
-        raise ValueError(
-            f"{name}: decompose({name}={value!r}) and lbmask.{name}={getattr(lbmask, name)!r} "
-            "disagree; give it in one place"
-        )
-
-
-def _held_out_samples(calibration: Inputs, n_data: int, rows: Tensor | None) -> Inputs:
-    """The data samples among the calibration rows mask learning held out (all calibration
-    data samples when it held none out: fixed steps)."""
-    if rows is not None:
-        real = rows[rows < n_data]
-        if real.numel() >= 10:
-            return calibration.select(real)
-        return calibration.select(rows)
-    return calibration.select(torch.arange(min(n_data, len(calibration))))
+    if made.training:
+        metadata["training"] = made.training
+    return Decomposition(
+        model, space, components, made.masks, method, made.rates, metadata, made.ranking
+    )
 
 
 def evaluate(
@@ -335,7 +252,7 @@ def evaluate(
     contract = contract or Contract(**decomposition.metadata.get("contract", {}))
     run_on = resolve_device(model, device)
     runner = on_device(model, run_on)  # one copy for all chunks when the device differs
-    references, decomposed, label_rows = _Rows(), _Rows(), _Rows()
+    references, decomposed, label_rows = GrowingRows(), GrowingRows(), GrowingRows()
     chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
     for chunk in chunks:
         references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
@@ -358,41 +275,6 @@ def evaluate(
         split=split,
         training=decomposition.metadata.get("training"),
     )
-
-
-class _Rows:
-    """Tensors appended along dim 0 into one buffer that doubles when full.
-
-    Why not a list and ``torch.cat``: per-chunk result tensors are small and live to the end,
-    and glibc's allocator places each one above the large input chunk freed before it, so the
-    heap cannot shrink — measured with benchmarks/streaming.py, 139 MB of growth over 100,000
-    Fashion-MNIST images with a list, against about 1 MB of results. A few large buffers leave
-    no such pins.
-    """
-
-    def __init__(self) -> None:
-        self.buffer: Tensor | None = None
-        self.size = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, rows: Tensor) -> None:
-        if self.buffer is None:
-            self.buffer = torch.empty((max(1024, rows.shape[0]), *rows.shape[1:]), dtype=rows.dtype)
-        elif self.size + rows.shape[0] > self.buffer.shape[0]:
-            grown = torch.empty(
-                (max(2 * self.buffer.shape[0], self.size + rows.shape[0]), *rows.shape[1:]),
-                dtype=rows.dtype,
-            )
-            grown[: self.size] = self.buffer[: self.size]
-            self.buffer = grown
-        self.buffer[self.size : self.size + rows.shape[0]] = rows
-        self.size += rows.shape[0]
-
-    def all(self) -> Tensor:
-        assert self.buffer is not None, "no rows were added"
-        return self.buffer[: self.size].clone()
 
 
 def check(

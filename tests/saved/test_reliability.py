@@ -481,11 +481,11 @@ def test_same_seed_same_masks_and_report(model, data) -> None:
 def test_growing_rows_equal_concatenation(sizes: list[int], width: int) -> None:
     """evaluate's result buffer (doubling, so the heap is not pinned by small tensors) holds
     exactly what ``torch.cat`` of the chunks would."""
-    from saved.pipeline import _Rows
+    from saved._rows import GrowingRows
 
     shape = (width,) if width else ()
     parts = [torch.randn(n, *shape) for n in sizes]
-    rows = _Rows()
+    rows = GrowingRows()
     for part in parts:
         rows.add(part)
     assert len(rows) == sum(sizes)
