@@ -1,0 +1,71 @@
+"""The settings of LBMask mask learning, validated once (:class:`LBMaskConfig`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from .._validation import check_count, check_in, check_positive
+from .objectives import OBJECTIVES, Objective
+from .space import Allocation
+
+__all__ = ["LBMaskConfig"]
+
+
+@dataclass(frozen=True)
+class LBMaskConfig:
+    """Settings of mask learning (see the module docstring). The defaults were chosen by the
+    held-out study in docs/STUDY.md; docs/DECISIONS.md says why."""
+
+    sparsity: float = 0.5
+    alpha: float = 0.0
+    objective: Objective = "aggregate"
+    allocation: Allocation = "auto"
+    steps: int | Literal["auto"] = "auto"
+    max_steps: int = 400
+    lr: float = 0.05
+    batch_size: int = 32
+    boundary_quantile: float = 0.2
+    boundary_weight: float = 4.0
+    sparsity_weight: float = 1.0
+    temperature: float = 1.0
+    validation_fraction: float = 0.2
+    eval_every: int = 25
+    patience: int = 3
+    time_budget: float | None = None  # seconds of mask learning; None: no limit
+    component_chunk: int | None = None  # None: by activation size (see _auto_chunk)
+
+    def __post_init__(self) -> None:
+        check_in("sparsity", self.sparsity, "(0, 1)")
+        check_in("alpha", self.alpha, "[0, 1]")
+        check_in("boundary_quantile", self.boundary_quantile, "(0, 1]")
+        check_in("validation_fraction", self.validation_fraction, "(0, 1)")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if self.allocation not in ("auto", "group", "kind"):
+            raise ValueError(
+                f"allocation: expected 'auto', 'group' or 'kind', got {self.allocation!r}"
+            )
+        if self.steps != "auto":
+            check_count("steps", self.steps)
+        for name in ("max_steps", "batch_size", "eval_every", "patience"):
+            check_count(name, getattr(self, name))
+        for name in ("lr", "boundary_weight", "temperature"):
+            check_positive(name, getattr(self, name))
+        check_positive("sparsity_weight", self.sparsity_weight, allow_zero=True)
+        budget = self.time_budget
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (budget > 0 and math.isfinite(budget))
+        ):
+            raise ValueError(f"time_budget: expected None or seconds > 0, got {budget!r}")
+        chunk = self.component_chunk
+        if chunk is not None:
+            check_count("component_chunk", chunk)
+
+    @property
+    def step_limit(self) -> int:
+        """The most steps a run may take."""
+        return self.max_steps if self.steps == "auto" else int(self.steps)

@@ -1,0 +1,259 @@
+"""One LBMask step over the frozen network (:class:`MaskTrainer`): the targets, the held-out
+rows, the initial logits and the straight-through update; :mod:`saved.masking.lbmask` runs the
+steps and decides when to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .._runtime import (
+    forward_logits,
+    frozen_eval,
+    model_device,
+    on_device,
+    predict_logits,
+    resolve_device,
+)
+from ..components import ClassComponents
+from ..contract import logit_margins
+from ..inputs import Inputs, batch_to, trim_padding
+from .config import LBMaskConfig
+from .objectives import ObjectiveTargets, objective_loss
+from .space import MaskSpace
+
+__all__ = ["ACTIVATION_BUDGET", "MIN_SOURCES", "VALIDATION_ROWS", "MaskTrainer", "initial_logits"]
+
+
+def initial_logits(space: MaskSpace, k: int, alpha: float, generator: torch.Generator) -> Tensor:
+    """``[K, N]`` starting logits: ``alpha`` times the standardised unit norms, plus tie-breaking
+    noise of scale 1e-3 (drawn from ``generator``)."""
+    prior = torch.cat(
+        [
+            (g.norms - g.norms.mean()) / g.norms.std().clamp_min(1e-12)
+            if g.size > 1
+            else torch.zeros(1)
+            for g in space.groups
+        ]
+    )  # standardised within each group: only the ranking inside a group matters
+    noise = torch.randn(k, space.num_units, generator=generator) * 1e-3
+    return alpha * prior.float().expand(k, -1) + noise
+
+
+def _held_out_rows(
+    sources: Tensor, fraction: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Rows split by source sample: a sample and the boundary points mined from it stay on
+    one side, so the held-out part measures samples the masks never saw."""
+    unique = torch.unique(sources)
+    if unique.numel() < 2:
+        raise ValueError("calibration: held-out stopping needs at least two samples")
+    order = unique[torch.randperm(unique.numel(), generator=generator)]
+    count = min(unique.numel() - 1, max(1, round(fraction * unique.numel())))
+    held = torch.isin(sources, order[:count])
+    return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
+
+
+#: Rows of the held-out part measured at each validation (a seeded subsample beyond this).
+VALIDATION_ROWS = 512
+#: Fewer data samples than this: nothing is held out and ``"auto"`` runs ``max_steps``.
+MIN_SOURCES = 10
+
+
+class MaskTrainer:
+    """One LBMask run: the frozen model, the targets and the mask logits being learned.
+
+    Use as a context manager (the model is frozen in eval mode inside it, and restored after)
+    and call :meth:`step`; :func:`train_masks` does both.
+
+    Args:
+        sources: for each calibration row, the data sample it comes from (a boundary point's
+            attacked sample); keeps a sample and its boundary points on one side of the
+            held-out split. ``None``: every row is its own sample.
+        reference: the model's ``[rows, C]`` logits on ``calibration`` when the caller has
+            them (``decompose`` does, from its own pass and boundary mining's); ``None``: one
+            pass computes them.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        calibration: Inputs,
+        components: ClassComponents,
+        space: MaskSpace,
+        config: LBMaskConfig,
+        *,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        sources: Tensor | None = None,
+        reference: Tensor | None = None,
+    ) -> None:
+        self.config, self.space, self.components = config, space, components
+        self.calibration = calibration
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = resolve_device(model, device)
+        self.model = on_device(model, self.device)
+        if reference is None:
+            reference = predict_logits(self.model, calibration)
+        elif reference.dim() != 2 or reference.shape[0] != len(calibration):
+            raise ValueError(
+                f"reference: expected [{len(calibration)}, C] logits of the calibration rows, "
+                f"got {tuple(reference.shape)}"
+            )
+        self.reference = reference.detach().float().cpu()
+        if self.reference.shape[1] != components.num_classes:
+            raise ValueError(
+                f"components: built for {components.num_classes} classes, the model has "
+                f"{self.reference.shape[1]}"
+            )
+        margins = logit_margins(self.reference)
+        self.boundary = margins <= torch.quantile(margins, config.boundary_quantile)
+        self.weights = torch.where(self.boundary, config.boundary_weight, 1.0)
+        targets = components.binary_targets(self.reference.argmax(1)).float()
+        positives = targets.sum(0)
+        negatives = targets.shape[0] - positives
+        self.pos_weight = (negatives / positives.clamp_min(1)).clamp(1.0, 100.0).to(self.device)
+        self.scale = float(self.reference.std().clamp_min(1e-6))
+        n = len(calibration)
+        if sources is None:
+            sources = torch.arange(n)
+        if sources.shape != (n,):
+            raise ValueError(f"sources: expected one sample index per row ({n})")
+        if config.steps == "auto" and torch.unique(sources).numel() >= MIN_SOURCES:
+            self.train_rows, held = _held_out_rows(
+                sources, config.validation_fraction, self.generator
+            )
+            if held.numel() > VALIDATION_ROWS:
+                pick = torch.randperm(held.numel(), generator=self.generator)[:VALIDATION_ROWS]
+                held = held[pick.sort().values]
+            self.validation_rows: Tensor | None = held
+        else:
+            self.train_rows, self.validation_rows = torch.arange(n), None
+        k = components.num_components
+        start = initial_logits(space, k, config.alpha, self.generator)
+        self.logits = start.to(self.device).requires_grad_(True)
+        self.optimiser = torch.optim.Adam([self.logits], lr=config.lr)
+        blocks = space.quota_blocks(config.allocation)
+        keeps = space.quota_keeps(config.sparsity, config.allocation)
+        self._block_columns = [
+            torch.cat([torch.arange(c.start, c.stop) for _, c in block]).to(self.device)
+            for block in blocks
+        ]
+        self.keep_fraction = torch.tensor(
+            [
+                keep / columns.numel()
+                for keep, columns in zip(keeps, self._block_columns, strict=True)
+            ],
+            device=self.device,
+        )
+        self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
+        self.chunk = config.component_chunk or _auto_chunk(self.model, space, k, config.batch_size)
+
+    def __enter__(self) -> MaskTrainer:
+        self._frozen = frozen_eval(self.model)
+        self._frozen.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._frozen is not None
+        self._frozen.__exit__(*exc)  # type: ignore[arg-type]
+
+    def _targets(self, rows: Tensor) -> ObjectiveTargets:
+        return ObjectiveTargets(
+            reference=self.reference[rows].to(self.device),
+            weights=self.weights[rows].to(self.device),
+            boundary=self.boundary[rows].to(self.device),
+            pos_weight=self.pos_weight,
+            scale=self.scale,
+        )
+
+    def _component_logits(self, masks: Tensor, rows: Tensor) -> Tensor:
+        """``[K, B, C]`` logits of the K masked models on the calibration ``rows``."""
+        batch = trim_padding(self.calibration.batch(rows, self.device))
+        k = masks.shape[0]
+        parts = []
+        for first in range(0, k, self.chunk):
+            members = masks[first : first + self.chunk]
+            out = self.space.run(self.model, members, batch)
+            parts.append(out.view(members.shape[0], -1, out.shape[-1]))
+        return torch.cat(parts)
+
+    def _loss(self, logits: Tensor, rows: Tensor) -> Tensor:
+        return objective_loss(
+            self.config.objective,
+            logits.float(),
+            self._targets(rows),
+            self.components,
+            temperature=self.config.temperature,
+        )
+
+    def step(self) -> float:
+        """One optimisation step on a random batch of the training rows; returns the loss."""
+        config = self.config
+        size = min(config.batch_size, self.train_rows.numel())
+        pick = torch.randint(0, self.train_rows.numel(), (size,), generator=self.generator)
+        rows = self.train_rows[pick]
+        self.optimiser.zero_grad(set_to_none=True)
+        probs = torch.sigmoid(self.logits)
+        hard = self.space.binarise(self.logits.detach(), config.sparsity, config.allocation)
+        masks = hard.float() + probs - probs.detach()  # straight-through: hard forward
+        loss = self._loss(self._component_logits(masks, rows), rows)
+        kept = torch.stack([probs[:, columns].mean(1) for columns in self._block_columns], 1)
+        penalty = (kept - self.keep_fraction).pow(2).sum(1).mean()
+        total = loss + config.sparsity_weight * penalty
+        total.backward()
+        self.optimiser.step()
+        return float(total.detach())
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        """The objective of the current hard masks on the held-out rows."""
+        if self.validation_rows is None:
+            raise ValueError("validation_loss: only runs with steps='auto' hold rows out")
+        config = self.config
+        masks = self.space.binarise(self.logits, config.sparsity, config.allocation).float()
+        total, weight = 0.0, 0.0
+        for start in range(0, self.validation_rows.numel(), config.batch_size):
+            rows = self.validation_rows[start : start + config.batch_size]
+            share = float(self.weights[rows].sum())
+            total += float(self._loss(self._component_logits(masks, rows), rows)) * share
+            weight += share
+        return total / weight
+
+
+#: Activation elements one masked pass may produce before components are split into chunks.
+ACTIVATION_BUDGET = 1 << 22
+
+
+def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> int:
+    """Components per pass: all K unless their activations exceed ``ACTIVATION_BUDGET``.
+
+    Measured with benchmarks/lbmask.py (docs/BENCHMARKS.md): a pass over K * B rows costs less
+    than K passes while its activations stay cache-sized (the digits MLP: all 10 components
+    together, 0.78 of K separate passes), and more beyond (a small CNN with 10 x 64 rows: 1.94
+    jointly, 0.95 in chunks of five).
+    """
+    elements = 0
+
+    def count(module: nn.Module, inputs: object, output: object) -> None:
+        nonlocal elements
+        if isinstance(output, Tensor):
+            elements += output.numel()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with frozen_eval(model), torch.no_grad():
+            example = space.example
+            forward_logits(model, batch_to(example, model_device(model)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    rows = next(iter(example.values())).shape[0] if isinstance(example, dict) else example.shape[0]
+    per_component = elements / rows * batch_size
+    largest = max(1, min(k, int(ACTIVATION_BUDGET // max(per_component, 1))))
+    # equal chunks: uneven ones alternate two batch shapes, which measured slower for convs
+    return math.ceil(k / math.ceil(k / largest))
