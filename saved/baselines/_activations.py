@@ -57,6 +57,28 @@ def input_norms(context: MaskContext, names: list[str]) -> dict[str, Tensor]:
     return {name: sums[name].sqrt().cpu() for name in names}
 
 
+def wanda_scores(module: nn.Linear | nn.Conv1d | nn.Conv2d, feature: Tensor) -> Tensor:
+    """``[K, out, fan_in]``: Wanda's ``|W_ij| * ||X_j||_2`` of every weight of ``module`` (a
+    Linear or Conv), its input norms ``feature [K, in]`` from :func:`input_norms`.
+
+    A grouped convolution (``groups > 1``; depthwise when ``groups == in``) connects output
+    channel ``o`` only to the ``in / groups`` input channels of its group, so each weight row
+    is scored with the norms of *its* group's inputs, not of all inputs.
+    """
+    weight = module.weight.detach().abs().float().cpu()  # [out, in / groups, *kernel]
+    groups = int(getattr(module, "groups", 1))
+    k, out, per_group = feature.shape[0], weight.shape[0], weight.shape[1]
+    if feature.shape[1] != groups * per_group:
+        raise ValueError(
+            f"{type(module).__name__}: {feature.shape[1]} input features for a weight of "
+            f"{per_group} inputs x {groups} groups"
+        )
+    kernel = (1,) * (weight.dim() - 2)
+    by_group = weight.view(groups, out // groups, per_group, *weight.shape[2:])
+    norms = feature.view(k, groups, 1, per_group, *kernel)
+    return (by_group[None] * norms).reshape(k, out, -1)
+
+
 def unit_activations(context: MaskContext, space: Any) -> Tensor:
     """``[n, N]``: each unit's activity on each calibration sample, read at the unit's first
     mask site: the mean over spatial / sequence positions, and the l2 norm over a head's

@@ -9,11 +9,11 @@ collapse")."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..masking.weights import WeightSpace
 from . import MaskContext, require
-from ._activations import input_norms
+from ._activations import input_norms, wanda_scores
 
 
 def masks(
@@ -30,13 +30,14 @@ def masks(
         raise TypeError("wanda: unstructured Wanda masks weights; build a WeightSpace")
     modules = [group.name.rsplit(".", 1)[0] for group in space.groups]
     norms = input_norms(context, modules)
-    params = dict(context.model.named_parameters())
+    named = dict(context.model.named_modules())
     parts = []
     for group, module in zip(space.groups, modules, strict=True):
-        weight = params[group.name].detach().abs().float().cpu()
-        feature = norms[module]  # [K, in]
-        shape = (num_components, 1, -1) + (1,) * (weight.dim() - 2)
-        scores = (weight[None] * feature.view(shape)).flatten(2)  # [K, out, row]
+        if not group.name.endswith(".weight"):
+            raise ValueError(f"wanda: {group.name} is not a Linear/Conv weight")
+        layer = named[module]
+        assert isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d))  # WeightSpace's layers
+        scores = wanda_scores(layer, norms[module])  # [K, out, row]
         keep = max(1, round((1 - sparsity) * scores.shape[2]))
         top = scores.topk(keep, dim=2).indices
         mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(2, top, True)

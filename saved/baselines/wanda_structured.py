@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..masking.units import UnitSpace
 from . import MaskContext, require
-from ._activations import input_norms
+from ._activations import input_norms, wanda_scores
 
 
 def masks(
@@ -37,9 +37,8 @@ def masks(
         for site in group.sites:
             if site.module not in norms:
                 continue
-            weight = modules[site.module].weight.detach().abs().float().cpu()
-            feature = norms[site.module]
-            shape = (num_components, 1, -1) + (1,) * (weight.dim() - 2)
-            rows = (weight[None] * feature.view(shape)).flatten(2).sum(2)  # [K, out]
+            layer = modules[site.module]
+            assert isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d))  # the producers above
+            rows = wanda_scores(layer, norms[site.module]).sum(2)  # [K, out]
             scores[:, columns] += rows.view(num_components, group.size, site.width).sum(2)
     return space.binarise(scores, sparsity)
