@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .inputs import DEFAULT_BATCH_SIZE, Batch, Inputs, _batch_len, _describe, match_dtype
 
 __all__ = [
+    "available_memory",
     "forward_logits",
     "frozen_eval",
     "logits_of",
@@ -71,6 +72,24 @@ def resolve_device(model: nn.Module, device: torch.device | str | None) -> torch
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was requested but CUDA is not available here")
     return resolved
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device``: the CUDA allocator's free memory, or
+    the kernel's ``MemAvailable`` on Linux for the CPU; None where it cannot be known."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def on_device(model: nn.Module, device: torch.device) -> nn.Module:

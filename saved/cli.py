@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=False)
     try:
         code: int = args.run(args, console)
-    except (UsageError, ValueError, TypeError, OSError, RuntimeError) as error:
+    except (UsageError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as error:
         if args.debug:
             raise
         print(f"saved: error: {error}", file=sys.stderr)

@@ -224,3 +224,34 @@ def test_decomposing_the_demo_mlp_on_1200_digits_holds_on_the_597_held_out(
     assert report.n_samples == 597
     assert report.disagreement <= 0.04
     assert report.max_overlap <= 0.5
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_allocates(digits_xy, monkeypatch) -> None:
+    """Per-weight masks of a large model need K x N x MASK_ENTRY_BYTES: more than the device
+    has available is a clear MemoryError up front, not the kernel killing the process."""
+    from saved.masking import trainer
+    from saved.masking.weights import WeightSpace
+
+    x, _ = digits_xy
+    model = testing.tiny_mlp(seed=0)  # 64-32-32-10: 64 * 32 + 32 * 32 masked weights
+    space = WeightSpace.of(model, x[:2])
+    assert space.num_units == 64 * 32 + 32 * 32
+    need = 10 * space.num_units * trainer.MASK_ENTRY_BYTES
+    data = as_inputs(x[:64])
+    config = LBMaskConfig(steps=1)
+    monkeypatch.setattr(trainer, "available_memory", lambda device: need - 1)
+    with pytest.raises(MemoryError, match=r"10 masks over 3,072 units needs about 0\.0 GB"):
+        train_masks(model, data, ClassComponents(10), space, config)
+    monkeypatch.setattr(trainer, "available_memory", lambda device: need)
+    assert train_masks(model, data, ClassComponents(10), space, config).steps_run == 1
+
+
+def test_available_memory_is_a_share_of_the_machine() -> None:
+    import os
+
+    from saved._runtime import available_memory
+
+    free = available_memory(torch.device("cpu"))
+    if free is None:
+        pytest.skip("no /proc/meminfo here")
+    assert 0 < free <= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
