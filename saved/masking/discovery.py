@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .._runtime import forward_logits
 from ..inputs import Batch
 
-__all__ = ["MaskSite", "UnitGroup", "UnitKind", "find_classifier", "find_groups"]
+__all__ = ["Excluded", "MaskSite", "UnitGroup", "UnitKind", "find_classifier", "find_groups"]
 
 UnitKind = Literal["channels", "neurons", "heads"]
 
@@ -137,12 +137,29 @@ def _transformer_groups(model: nn.Module) -> list[UnitGroup]:
 # --------------------------------------------------------------------------- Torch-Pruning
 
 _OUT_HANDLERS = {"prune_out_channels"}
+#: Layers that normalise *across* channels: zeroing a channel before one still moves the mean
+#: and variance the other channels are divided by, so a masked channel is not a removed one
+#: and surgery would not reproduce the masked model. Channels coupled to one are not units.
+_CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A coupled channel group left out of the unit space, and why."""
+
+    name: str  # the group's root layer
+    size: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.size} channels): {self.reason}"
 
 
 def _dependency_groups(
     model: nn.Module, example: Batch, classifier: nn.Module | None
-) -> list[UnitGroup]:
-    """Coupled channel / neuron groups from Torch-Pruning's dependency graph."""
+) -> tuple[list[UnitGroup], list[Excluded]]:
+    """Coupled channel / neuron groups from Torch-Pruning's dependency graph, and the groups
+    left out because a masked unit there would not equal a removed one."""
     # Torch-Pruning traces autograd: build on a copy in eval mode with gradients enabled, so
     # the user's model (and its BatchNorm statistics and flags) are never touched.
     twin = copy.deepcopy(model).eval()
@@ -158,9 +175,22 @@ def _dependency_groups(
         )
         roots = (nn.Conv2d, nn.Conv1d, nn.Linear)
         groups: list[UnitGroup] = []
+        excluded: list[Excluded] = []
         for group in graph.get_all_groups(ignored_layers=[head], root_module_types=roots):
             root = group[0].dep.target.module
             size = len(group[0].idxs)
+            norm = next(
+                (
+                    i.dep.target.module
+                    for i in group
+                    if isinstance(i.dep.target.module, _CHANNEL_NORMS)
+                ),
+                None,
+            )
+            if norm is not None:
+                reason = f"normalised across channels by {type(norm).__name__} {twin_names[norm]}"
+                excluded.append(Excluded(twin_names[root], size, reason))
+                continue
             sites: list[MaskSite] = []
             norms = torch.zeros(size)
             params = 0
@@ -192,7 +222,7 @@ def _dependency_groups(
                     surgery={"root": twin_names[root], "linear": isinstance(root, nn.Linear)},
                 )
             )
-    return groups
+    return groups, excluded
 
 
 def _twin_of(twin: nn.Module, model: nn.Module, module: nn.Module) -> nn.Module:
@@ -221,8 +251,13 @@ def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
     return order[-1]
 
 
-def find_groups(model: nn.Module, example: Batch, classifier: nn.Module | None) -> list[UnitGroup]:
+def find_groups(
+    model: nn.Module, example: Batch, classifier: nn.Module | None
+) -> tuple[list[UnitGroup], list[Excluded]]:
     """Transformers blocks (BERT-like and ViT-like) give heads and FFN neurons; any other model
     gives the coupled groups of Torch-Pruning's dependency graph, the classifier (the last
-    Linear/Conv layer to run, or ``classifier``) excluded."""
-    return _transformer_groups(model) or _dependency_groups(model, example, classifier)
+    Linear/Conv layer to run, or ``classifier``) excluded; and the groups left out, with why."""
+    blocks = _transformer_groups(model)
+    if blocks:
+        return blocks, []
+    return _dependency_groups(model, example, classifier)

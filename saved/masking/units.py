@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .._runtime import forward_logits
 from ..inputs import Batch, repeat_batch
-from .discovery import MaskSite, UnitGroup, UnitKind, find_classifier, find_groups
+from .discovery import Excluded, MaskSite, UnitGroup, UnitKind, find_classifier, find_groups
 from .hooks import mask_hook
 from .space import Allocation, MaskGroup, MaskSpace
 from .surgery import graph_for, remove_heads
@@ -49,7 +49,9 @@ __all__ = [
 
 class UnitSpace(MaskSpace[UnitGroup]):
     """The structural units of one model, with masking hooks and surgery. Build it with
-    :meth:`of`."""
+    :meth:`of`; ``excluded`` lists the channel groups that are not units, and why."""
+
+    excluded: tuple[Excluded, ...] = ()
 
     @classmethod
     def of(cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None) -> UnitSpace:
@@ -59,7 +61,15 @@ class UnitSpace(MaskSpace[UnitGroup]):
         gives the coupled groups of Torch-Pruning's dependency graph, the classifier (the last
         Linear/Conv layer to run, or ``classifier``) excluded.
         """
-        return cls(find_groups(model, example, classifier), example)
+        groups, excluded = find_groups(model, example, classifier)
+        if not groups and excluded:
+            raise ValueError(
+                "model: no maskable units; every channel group is left out: "
+                + "; ".join(e.describe() for e in excluded[:3])
+            )
+        space = cls(groups, example)
+        space.excluded = tuple(excluded)
+        return space
 
     @property
     def unit_params(self) -> Tensor:

@@ -24,6 +24,7 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
     mask = torch.ones_like(ids)
     mask[:2, 8:] = 0
     photos = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
     return {
         "mlp": (testing.tiny_mlp(), x[:40]),
         "tiny_resnet": (testing.tiny_resnet(), images[:40]),
@@ -31,10 +32,49 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
         "resnet34": (torchvision.models.resnet34(num_classes=10), photos),
         "bert": (testing.tiny_bert(num_labels=4), {"input_ids": ids, "attention_mask": mask}),
         "vit": (testing.tiny_vit(), images[:20]),
+        # depthwise convolutions and inverted residuals
+        "mobilenet_v2": (_with_batch_statistics(mobilenet, photos), photos),
+        "convnext_blocks": (_convnext_blocks(), photos[:, :, :32, :32]),
     }
 
 
-MODELS = ["mlp", "tiny_resnet", "resnet18", "resnet34", "bert", "vit"]
+def _with_batch_statistics(model: nn.Module, batch: torch.Tensor) -> nn.Module:
+    """BatchNorm running statistics from one pass over ``batch``: a fresh deep net's logits
+    are otherwise ~1e-10 and every difference is trivially small."""
+    model.train()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = 1.0
+        model(batch)
+    return model.eval()
+
+
+def _convnext_blocks() -> nn.Sequential:
+    """torchvision's ConvNeXt block twice on a patchify stem: depthwise conv, LayerNorm over
+    channels, an MLP of 4 x 16 neurons, layer scale and the residual stream."""
+    from torchvision.models.convnext import CNBlock
+
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 4, stride=4),
+        CNBlock(16, layer_scale=1.0, stochastic_depth_prob=0.0),
+        CNBlock(16, layer_scale=1.0, stochastic_depth_prob=0.0),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+MODELS = [
+    "mlp",
+    "tiny_resnet",
+    "resnet18",
+    "resnet34",
+    "bert",
+    "vit",
+    "mobilenet_v2",
+    "convnext_blocks",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +109,19 @@ def test_surgery_matches_masking(name: str, models) -> None:
     with torch.no_grad():
         plain = forward_logits(model, batch)  # type: ignore[arg-type]
     assert float((plain - masked[0]).abs().max()) > 1e-4
+
+
+def test_channels_normalised_by_a_layernorm_are_not_units(models) -> None:
+    """A LayerNorm over channels divides by statistics a zeroed channel still moves, so the
+    residual stream of ConvNeXt blocks is left out (and said so); the MLP neurons stay."""
+    model, batch = models["convnext_blocks"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    assert [(g.kind, g.size) for g in space.groups] == [("neurons", 64), ("neurons", 64)]
+    (left_out,) = space.excluded
+    assert left_out.name == "0" and left_out.size == 16
+    reason = "normalised across channels by LayerNorm 1.block.2"
+    assert left_out.describe() == f"0 (16 channels): {reason}"
+    assert UnitSpace.of(*models["resnet18"][:1], _first(models["resnet18"][1], 2)).excluded == ()
 
 
 def test_residual_channels_form_one_group(models) -> None:
