@@ -88,10 +88,11 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
     columns: list[Tensor] = []
     batch_parts: list[list[Tensor]] = [[] for _ in space.groups]
 
-    def hook(g: int, dim: int, width: int, size: int) -> Any:
+    def hook(g: int, site: Any, size: int) -> Any:
         def record(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            out = output.detach().float()
-            out = out.movedim(dim, -1).reshape(out.shape[0], -1, size, width).mean(1)
+            dim, width = site.dim, site.width
+            out = site.select(output.detach().float().movedim(dim, -1))
+            out = out.reshape(out.shape[0], -1, size, width).mean(1)
             batch_parts[g].append(out.norm(dim=-1) if width > 1 else out[..., 0])
 
         return record
@@ -99,9 +100,7 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
     handles = []
     for g, group in enumerate(space.groups):
         site = group.sites[0]
-        handles.append(
-            modules[site.module].register_forward_hook(hook(g, site.dim, site.width, group.size))
-        )
+        handles.append(modules[site.module].register_forward_hook(hook(g, site, group.size)))
     try:
         with frozen_eval(model), torch.no_grad():
             for batch in context.calibration.batches(context.batch_size, context.device):

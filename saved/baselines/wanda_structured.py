@@ -39,6 +39,6 @@ def masks(
                 continue
             layer = modules[site.module]
             assert isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d))  # the producers above
-            rows = wanda_scores(layer, norms[site.module]).sum(2)  # [K, out]
+            rows = site.select(wanda_scores(layer, norms[site.module]).sum(2))  # [K, units]
             scores[:, columns] += rows.view(num_components, group.size, site.width).sum(2)
     return space.binarise(scores, sparsity)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from .._runtime import forward_logits
 from ..inputs import Batch
+from .surgery import graph_for
 
 __all__ = ["Excluded", "MaskSite", "UnitGroup", "UnitKind", "find_classifier", "find_groups"]
 
@@ -27,6 +27,28 @@ class MaskSite:
     module: str
     dim: int
     width: int = 1
+    #: the module's output features the units are, in unit order, when they are not all of
+    #: them (a concatenation's consumer sees several groups side by side: DenseNet), and how
+    #: many features it has
+    index: tuple[int, ...] | None = None
+    features: int = 0
+
+    def spread(self, unit_mask: Tensor) -> Tensor:
+        """``[K, features]``: ``unit_mask [K, units * width]`` placed at ``index``, ones
+        elsewhere (the other groups' features pass unmasked)."""
+        if self.index is None:
+            return unit_mask
+        full = torch.ones(
+            unit_mask.shape[0], self.features, dtype=unit_mask.dtype, device=unit_mask.device
+        )
+        columns = torch.tensor(self.index, device=unit_mask.device)
+        return full.index_copy(1, columns, unit_mask)
+
+    def select(self, features: Tensor) -> Tensor:
+        """The units' features of ``features [..., module features]`` (the last dim)."""
+        if self.index is None:
+            return features
+        return features[..., list(self.index)]
 
 
 @dataclass(frozen=True)
@@ -163,11 +185,9 @@ def _dependency_groups(
     # Torch-Pruning traces autograd: build on a copy in eval mode with gradients enabled, so
     # the user's model (and its BatchNorm statistics and flags) are never touched.
     twin = copy.deepcopy(model).eval()
-    twin.requires_grad_(True)
     twin_names = _named(twin)
-    kwargs = {"forward_fn": lambda m, x: forward_logits(m, x)}
+    graph = graph_for(twin, example)
     with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(twin, example_inputs=example, **kwargs)
         head = (
             find_classifier(twin, example)
             if classifier is None
@@ -194,6 +214,7 @@ def _dependency_groups(
             sites: list[MaskSite] = []
             norms = torch.zeros(size)
             params = 0
+            grouped: list[str] = []
             for item in group:
                 module = item.dep.target.module
                 if module not in twin_names or not isinstance(module, nn.Module):
@@ -201,13 +222,17 @@ def _dependency_groups(
                 handler = getattr(item.dep.handler, "__name__", "")
                 is_out = handler in _OUT_HANDLERS
                 weight = getattr(module, "weight", None)
+                if isinstance(module, nn.Conv2d | nn.Conv1d) and _unevenly_grouped(module):
+                    grouped.append(twin_names[module])
                 if is_out:
                     if len(item.idxs) != size:
                         raise ValueError(f"unsupported channel coupling at {twin_names[module]}")
                     dim = -1 if isinstance(module, nn.Linear) else 1
-                    sites.append(MaskSite(twin_names[module], dim, 1))
+                    index, features = _site_index(item, module, size)
+                    sites.append(MaskSite(twin_names[module], dim, 1, index, features))
                     if isinstance(weight, Tensor):
-                        norms += weight.detach().reshape(size, -1).pow(2).sum(1).cpu()
+                        rows = weight.detach() if index is None else weight.detach()[list(index)]
+                        norms += rows.reshape(size, -1).pow(2).sum(1).cpu()
                 if is_out:  # a unit owns its producing rows; consumer columns are the
                     # next unit's rows' partners and would be counted twice
                     params += sum(p[0].numel() for p in module.parameters(recurse=False))
@@ -219,10 +244,33 @@ def _dependency_groups(
                     sites=tuple(dict.fromkeys(sites)),
                     params_per_unit=params,
                     norms=norms.sqrt(),
-                    surgery={"root": twin_names[root], "linear": isinstance(root, nn.Linear)},
+                    surgery={
+                        "root": twin_names[root],
+                        "linear": isinstance(root, nn.Linear),
+                        "grouped": sorted(set(grouped)),
+                    },
                 )
             )
     return groups, excluded
+
+
+def _unevenly_grouped(conv: nn.Conv1d | nn.Conv2d) -> bool:
+    """A grouped convolution that is not depthwise: removing channels unevenly across its
+    groups leaves no ``Conv`` with equal groups (surgery refuses; masking still works)."""
+    return conv.groups > 1 and not conv.groups == conv.in_channels == conv.out_channels
+
+
+def _site_index(item: Any, module: nn.Module, size: int) -> tuple[tuple[int, ...] | None, int]:
+    """Which of ``module``'s output features a group item's units are (in the root's unit
+    order), or None when they are all of them in order; and how many features it has."""
+    weight = getattr(module, "weight", None)
+    features = int(weight.shape[0]) if isinstance(weight, Tensor) else size
+    idxs = [int(i) for i in item.idxs]
+    roots = [int(r) for r in getattr(item, "root_idxs", None) or range(size)]
+    ordered = [i for _, i in sorted(zip(roots, idxs, strict=True))]
+    if features == size and ordered == list(range(size)):
+        return None, features
+    return tuple(ordered), features
 
 
 def _twin_of(twin: nn.Module, model: nn.Module, module: nn.Module) -> nn.Module:

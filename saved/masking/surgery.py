@@ -3,6 +3,7 @@ dependency graph (coupled residual channels) and, for attention heads, the head 
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import torch
@@ -16,6 +17,13 @@ __all__ = ["graph_for", "remove_heads"]
 
 
 def graph_for(model: nn.Module, example: Batch) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` (traced with gradients on, flags restored).
+
+    Raises:
+        ValueError: when Torch-Pruning cannot trace the model, with its error: structured
+            units need the graph (channel shuffles and splits, as in ShuffleNet, are a known
+            gap of Torch-Pruning's index mapping).
+    """
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.requires_grad_(True)
     try:
@@ -23,9 +31,23 @@ def graph_for(model: nn.Module, example: Batch) -> tp.DependencyGraph:
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example, forward_fn=lambda m, x: forward_logits(m, x)
             )
+    except (ArithmeticError, IndexError, KeyError, RuntimeError, ValueError) as error:
+        where = _failing_frame(error)
+        raise ValueError(
+            f"model: Torch-Pruning cannot trace its channel dependencies ({type(error).__name__}"
+            f": {error} in {where}); a view or split of the channel dimension (for example "
+            "ShuffleNet's channel shuffle) is the usual cause. Structured methods need that "
+            "graph; per-weight methods (wanda, lbmask-unstructured) do not"
+        ) from error
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+
+
+def _failing_frame(error: BaseException) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    last = frames[-1] if frames else None
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}" if last else "?"
 
 
 def remove_heads(

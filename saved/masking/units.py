@@ -108,6 +108,7 @@ class UnitSpace(MaskSpace[UnitGroup]):
                     unit_mask = weights[:, columns]
                     if site.width > 1:
                         unit_mask = unit_mask.repeat_interleave(site.width, dim=1)
+                    unit_mask = site.spread(unit_mask)
                     handles.append(
                         modules[site.module].register_forward_hook(
                             mask_hook(unit_mask, k, site.dim)
@@ -132,6 +133,13 @@ class UnitSpace(MaskSpace[UnitGroup]):
             if not pruned:
                 continue
             info = group.surgery
+            if info.get("grouped"):
+                raise ValueError(
+                    f"surgery: the channels of {group.name} pass through the grouped "
+                    f"convolution {info['grouped'][0]}, which cannot lose channels unevenly "
+                    "across its groups; the masked model is exact (evaluate, predict), but no "
+                    "standalone smaller network exists for this mask"
+                )
             if group.kind == "heads":
                 remove_heads(modules, info, pruned, group.sites[0].width)
             elif "up" in info:

@@ -25,6 +25,7 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
     mask[:2, 8:] = 0
     photos = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     mobilenet = torchvision.models.mobilenet_v2(num_classes=10)
+    small = photos[:, :, :32, :32]
     return {
         "mlp": (testing.tiny_mlp(), x[:40]),
         "tiny_resnet": (testing.tiny_resnet(), images[:40]),
@@ -35,7 +36,15 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
         # depthwise convolutions and inverted residuals
         "mobilenet_v2": (_with_batch_statistics(mobilenet, photos), photos),
         "convnext_blocks": (_convnext_blocks(), photos[:, :, :32, :32]),
+        # a concatenation's consumers see several channel groups side by side
+        "densenet": (_with_batch_statistics(_densenet(), small), small),
     }
+
+
+def _densenet() -> nn.Module:
+    return torchvision.models.DenseNet(
+        growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=10
+    )
 
 
 def _with_batch_statistics(model: nn.Module, batch: torch.Tensor) -> nn.Module:
@@ -74,6 +83,7 @@ MODELS = [
     "vit",
     "mobilenet_v2",
     "convnext_blocks",
+    "densenet",
 ]
 
 
@@ -122,6 +132,51 @@ def test_channels_normalised_by_a_layernorm_are_not_units(models) -> None:
     reason = "normalised across channels by LayerNorm 1.block.2"
     assert left_out.describe() == f"0 (16 channels): {reason}"
     assert UnitSpace.of(*models["resnet18"][:1], _first(models["resnet18"][1], 2)).excluded == ()
+
+
+def test_concatenated_channels_are_masked_where_they_sit(models) -> None:
+    """In a DenseNet block each layer's new channels reach every later layer's BatchNorm at
+    an offset of the concatenation: those sites mask exactly those features."""
+    model, batch = models["densenet"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    sites = [s for g in space.groups for s in g.sites if s.index is not None]
+    assert sites, "the concatenation's consumers are indexed sites"
+    modules = dict(model.named_modules())
+    for site in sites:
+        assert site.features == modules[site.module].num_features
+        assert len(set(site.index)) == len(site.index) and max(site.index) < site.features
+    unit_mask = torch.zeros(2, len(sites[0].index))
+    spread = sites[0].spread(unit_mask)
+    assert spread.shape == (2, sites[0].features)
+    assert spread.sum() == 2 * (sites[0].features - len(sites[0].index))
+
+
+def test_surgery_refuses_uneven_grouped_convolutions() -> None:
+    """A grouped (not depthwise) convolution cannot lose channels unevenly across its groups:
+    masking is exact and runs, surgery says why it cannot make a smaller network."""
+    from torchvision.models.regnet import BlockParams, RegNet
+
+    torch.manual_seed(0)
+    params = BlockParams.from_init_params(depth=3, w_0=8, w_a=8.0, w_m=2.0, group_width=4)
+    model = RegNet(params, num_classes=10).eval()
+    batch = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    space = UnitSpace.of(model, batch[:2])
+    masks = random.masks(space, 2, 0.5, seed=0)
+    assert space.run(model, masks, batch).shape == (8, 10)
+    with pytest.raises(ValueError, match=r"grouped convolution trunk_output\.block\d"):
+        space.reduce(model, masks[0])
+
+
+def test_a_model_torch_pruning_cannot_trace_is_refused_by_name() -> None:
+    """ShuffleNet's channel shuffle is a known gap of Torch-Pruning: structured units are
+    refused with its error and what still works; per-weight masks do not need the graph."""
+    from saved.masking.weights import WeightSpace
+
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()
+    batch = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"Torch-Pruning cannot trace .*ZeroDivisionError.*wanda"):
+        UnitSpace.of(model, batch)
+    assert WeightSpace.of(model, batch).num_units > 0
 
 
 def test_residual_channels_form_one_group(models) -> None:
