@@ -14,7 +14,15 @@ from .._runtime import forward_logits
 from ..inputs import Batch
 from .surgery import graph_for
 
-__all__ = ["Excluded", "MaskSite", "UnitGroup", "UnitKind", "find_classifier", "find_groups"]
+__all__ = [
+    "Excluded",
+    "MaskSite",
+    "UnitGroup",
+    "UnitKind",
+    "find_classifier",
+    "find_groups",
+    "layers_run",
+]
 
 UnitKind = Literal["channels", "neurons", "heads"]
 
@@ -280,8 +288,12 @@ def _twin_of(twin: nn.Module, model: nn.Module, module: nn.Module) -> nn.Module:
     return dict(twin.named_modules())[name]
 
 
-def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
-    """The last Linear (or Conv) layer run in a forward pass: the one producing the logits."""
+def layers_run(model: nn.Module, example: Batch) -> list[nn.Module]:
+    """The Linear and Conv layers a forward pass calls as modules, in call order (each once).
+
+    A layer whose weight a parent reads functionally is not among them: torchvision's
+    ``nn.MultiheadAttention`` passes ``out_proj.weight`` to ``F.multi_head_attention_forward``
+    and never calls ``out_proj``, so no hook sees that layer's input."""
     order: list[nn.Module] = []
     hooks = [
         m.register_forward_hook(lambda m, i, o: order.append(m))
@@ -296,7 +308,12 @@ def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
             hook.remove()
     if not order:
         raise ValueError("model: no Linear or Conv layer ran, so there is nothing to mask")
-    return order[-1]
+    return list(dict.fromkeys(order))
+
+
+def find_classifier(model: nn.Module, example: Batch) -> nn.Module:
+    """The last Linear (or Conv) layer run in a forward pass: the one producing the logits."""
+    return layers_run(model, example)[-1]
 
 
 def find_groups(

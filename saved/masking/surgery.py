@@ -4,6 +4,7 @@ dependency graph (coupled residual channels) and, for attention heads, the head 
 from __future__ import annotations
 
 import traceback
+import warnings
 from typing import Any
 
 import torch
@@ -27,8 +28,9 @@ def graph_for(model: nn.Module, example: Batch) -> tp.DependencyGraph:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.requires_grad_(True)
     try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(
+        with torch.enable_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=example, forward_fn=lambda m, x: forward_logits(m, x)
             )
     except (ArithmeticError, IndexError, KeyError, RuntimeError, ValueError) as error:
@@ -42,6 +44,29 @@ def graph_for(model: nn.Module, example: Batch) -> tp.DependencyGraph:
     finally:
         for param, flag in flags:
             param.requires_grad_(flag)
+    _check_shape_inference(caught)
+    return graph
+
+
+_GAVE_UP = "Maximum recursive depth reached"
+
+
+def _check_shape_inference(caught: list[warnings.WarningMessage]) -> None:
+    """Re-issue Torch-Pruning's warnings, but refuse a graph whose shape inference gave up:
+    enumerating its channel groups then expands reshapes index by index without bound
+    (torchvision's swin_t: more than 20 GB, and the process is killed)."""
+    for warning in caught:
+        if _GAVE_UP not in str(warning.message):
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    if any(_GAVE_UP in str(w.message) for w in caught):
+        raise ValueError(
+            "model: Torch-Pruning's shape inference gave up on it (\"Maximum recursive depth "
+            'reached!", for example on the window reshapes of a Swin Transformer), and '
+            "enumerating its channel groups would exhaust memory. Structured methods need "
+            "them; per-weight methods (wanda, lbmask-unstructured) do not"
+        )
 
 
 def _failing_frame(error: BaseException) -> str:

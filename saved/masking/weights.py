@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from .._runtime import logits_of
 from ..inputs import Batch
-from .discovery import find_classifier
+from .discovery import find_classifier, layers_run
 from .space import MaskSpace
 
 __all__ = ["WeightGroup", "WeightSpace"]
@@ -39,12 +39,18 @@ class WeightGroup:
 
 
 class WeightSpace(MaskSpace[WeightGroup]):
-    """The weights of every Linear / Conv layer but the classifier. Build it with :meth:`of`."""
+    """The weights of every Linear / Conv layer the forward pass calls, but the classifier.
+    Build it with :meth:`of`.
+
+    A layer whose weight its parent reads functionally (the output projection of
+    ``nn.MultiheadAttention``) is left out: activation-based scores (Wanda) cannot see its
+    inputs, and every method masks the same weights."""
 
     @classmethod
     def of(
         cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None
     ) -> WeightSpace:
+        ran = set(layers_run(model, example))
         head = classifier if classifier is not None else find_classifier(model, example)
         groups = [
             WeightGroup(
@@ -54,7 +60,9 @@ class WeightSpace(MaskSpace[WeightGroup]):
                 module.weight.detach().abs().flatten().float().cpu(),
             )
             for name, module in model.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and module is not head
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+            and module is not head
+            and module in ran
         ]
         return cls(groups, example)
 

@@ -294,3 +294,14 @@ def test_per_component_sparsities(models) -> None:
     assert masks[0].sum() > masks[1].sum() > masks[2].sum()
     with pytest.raises(ValueError, match="one value or one per component"):
         space.binarise(scores, [0.5, 0.5])
+
+
+def test_a_graph_whose_shape_inference_gave_up_is_refused() -> None:
+    """Torch-Pruning's shape inference gives up on a Swin Transformer's window reshapes, and
+    enumerating its groups then exhausted 20 GB on swin_t: refused up front, with the reason."""
+    swin = torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=[4, 4]
+    ).eval()
+    batch = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"shape inference gave up .*lbmask-unstructured"):
+        UnitSpace.of(swin, batch)

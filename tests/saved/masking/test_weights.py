@@ -50,3 +50,33 @@ def test_unstructured_lbmask_keeps_exact_counts_and_the_model(digits_xy) -> None
         assert masks[:, columns].sum(1).tolist() == [round(0.5 * group.size)] * 10
     assert all(p.grad is None for p in model.parameters())
     assert testing.state_snapshot(model) == before
+
+
+def test_layers_read_functionally_are_not_masked(digits_images) -> None:
+    """torchvision's nn.MultiheadAttention hands out_proj.weight to a functional call and
+    never runs out_proj: no hook sees its inputs, so per-weight spaces leave it out, and
+    Wanda (which reads every masked layer's inputs) runs on a torchvision ViT."""
+    import torchvision
+
+    import saved
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=8,
+        patch_size=4,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_classes=10,
+    ).eval()
+    x = digits_images[0][:40].repeat(1, 3, 1, 1)
+    space = WeightSpace.of(vit, x[:2])
+    names = [g.name for g in space.groups]
+    assert names == [
+        "conv_proj.weight",
+        "encoder.layers.encoder_layer_0.mlp.0.weight",
+        "encoder.layers.encoder_layer_0.mlp.3.weight",
+    ]
+    decomposition = saved.decompose(vit, x, method="wanda", progress=False)
+    assert decomposition.masks.shape == (10, space.num_units)
