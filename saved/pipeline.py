@@ -40,6 +40,7 @@ from .inputs import (
 from .masking.lbmask import LBMaskConfig
 from .masking.units import MaskSpace, UnitSpace
 from .masking.weights import WeightSpace
+from .profile import block_profile
 from .report import ContractReport, SampleSplit
 
 __all__ = ["METHODS", "check", "decompose", "evaluate"]
@@ -262,7 +263,7 @@ def evaluate(
         if chunk.labels is not None:
             label_rows.add(chunk.labels)
     space = decomposition.space
-    return assess(
+    report = assess(
         contract,
         references.all(),
         decomposed.all(),
@@ -275,6 +276,10 @@ def evaluate(
         split=split,
         training=decomposition.metadata.get("training"),
     )
+    if not isinstance(space, UnitSpace):
+        return report
+    blocks = [row.to_dict() for row in block_profile(space, decomposition.supports, model)]
+    return dataclasses.replace(report, extra={**report.extra, "blocks": blocks})
 
 
 def check(

@@ -98,6 +98,9 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
             upper = "-" if row.upper_bound is None else f"{row.upper_bound:.4f}"
             classes.add_row(name, str(row.class_index), str(row.n_boundary), rate, upper)
         parts.append(classes)
+    blocks = _blocks_table(report)
+    if blocks is not None:
+        parts.append(blocks)
     if report.counterexamples:
         table = Table(
             title=f"Counterexamples ({report.n_counterexamples}, lowest margin first)",
@@ -115,6 +118,37 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
     style = "bold green" if report.holds else "bold red"
     parts.append(Text(f"Contract {verdict}", style=style))
     return Group(*parts)
+
+
+#: block rows the terminal shows (the HTML page and the JSON hold them all)
+BLOCK_ROWS = 24
+
+
+def _blocks_table(report: ContractReport) -> Table | None:
+    """Per block (saved.profile): the least and most a component keeps of it, and the largest
+    overlap of the supports inside it; None for per-weight masks or a single block."""
+    blocks = report.extra.get("blocks") or []
+    if len(blocks) < 2:
+        return None
+    table = Table(
+        title="Kept per block (share of the block's unit parameters, over components)",
+        title_justify="left",
+    )
+    for column in ("block", "units", "least kept (component)", "most kept", "max overlap"):
+        table.add_column(column, justify="left" if column == "block" else "right")
+    for row in blocks[:BLOCK_ROWS]:
+        kept = row["kept"]
+        least = min(range(len(kept)), key=kept.__getitem__)
+        table.add_row(
+            row["block"],
+            str(row["units"]),
+            f"{kept[least]:.2f} ({least})",
+            f"{max(kept):.2f}",
+            f"{row['max_overlap']:.3f}",
+        )
+    if len(blocks) > BLOCK_ROWS:
+        table.caption = f"{len(blocks) - BLOCK_ROWS} more blocks in the JSON and HTML reports"
+    return table
 
 
 # --------------------------------------------------------------------------- HTML
@@ -215,6 +249,31 @@ def _overlap_svg(report: ContractReport) -> str:
     )
 
 
+def _blocks_svg(report: ContractReport) -> str:
+    """Blocks x components: each component's kept share of each block (darker keeps more)."""
+    blocks = report.extra.get("blocks") or []
+    if len(blocks) < 2:
+        return ""
+    k = len(blocks[0]["kept"])
+    cell, label, pad = max(6, min(18, 240 // max(k, 1))), 150, 24
+    width, height = label + cell * k + 4, pad + cell * len(blocks) + 4
+    parts = ['<text x="2" y="14">kept share per block (columns: components)</text>']
+    for i, row in enumerate(blocks):
+        y = pad + i * cell
+        parts.append(f'<text x="2" y="{y + cell - 2}">{html.escape(row["block"][-24:])}</text>')
+        for j, kept in enumerate(row["kept"]):
+            shade = int(255 - 200 * kept)
+            parts.append(
+                f'<rect x="{label + j * cell}" y="{y}" width="{cell}" height="{cell}" '
+                f'fill="rgb({shade},{shade},255)"><title>{html.escape(row["block"])}, '
+                f"component {j}: {kept:.3f} kept</title></rect>"
+            )
+    return (
+        f'<svg class="plot" role="img" aria-label="kept share per block" width="{width}" '
+        f'height="{height}">' + "".join(parts) + "</svg>"
+    )
+
+
 def _summary_row(name: str, report: ContractReport) -> str:
     contract = report.contract
     status = "holds" if report.holds else "fails"
@@ -245,7 +304,8 @@ def _section(name: str, report: ContractReport) -> str:
     return (
         f"<section><h2>{name}</h2>{_certificate_html(report)}"
         f"<div class='plots'>{_histogram_svg(report)}"
-        f"{_class_bars_svg(report)}{_overlap_svg(report)}</div>{table}</section>"
+        f"{_class_bars_svg(report)}{_overlap_svg(report)}{_blocks_svg(report)}</div>"
+        f"{table}</section>"
     )
 
 

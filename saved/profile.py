@@ -1,0 +1,87 @@
+"""Where in the network each component keeps its units: one row per block.
+
+A block is a unit group's layer name up to its first numbered part (``layer1.0`` of a ResNet,
+``features.3`` of a MobileNet, ``features.denseblock2`` of a DenseNet, ``bert.encoder.layer.2``
+of a BERT, ``conv1``), or its first part when no part is numbered. Per block and component:
+the share of the block's unit parameters the component keeps, and the largest pairwise Jaccard
+overlap of the components' supports inside the block. With one quota per group every block
+keeps ``1 - s``; with one quota per kind (transformers) or per-component sparsities the shares
+differ, and a component that keeps little of a block whose units are a whole path (the
+expanded channels of an inverted residual, the heads of a layer) has lost that path's
+contribution — which tells an architecture that cannot be split from a mask that cut the
+wrong place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .contract import jaccard_overlap, max_pairwise_overlap
+from .masking.units import UnitSpace
+
+__all__ = ["BlockRow", "block_of", "block_profile"]
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """One block: its units, each component's kept share of their parameters, and the largest
+    pairwise overlap of the components' supports within it."""
+
+    block: str
+    units: int
+    kept: list[float]
+    max_overlap: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def block_of(name: str) -> str:
+    """The block a layer belongs to: its name up to the first part that is or ends in a number
+    (and the part after it when that one is a number: ``layer1.0``), else its first part."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part[-1:].isdigit():
+            end = (
+                i + 2
+                if not part.isdigit() and parts[i + 1 : i + 2] and parts[i + 1].isdigit()
+                else i + 1
+            )
+            return ".".join(parts[:end])
+    return parts[0]
+
+
+def block_profile(
+    space: UnitSpace, supports: Tensor, model: nn.Module | None = None
+) -> list[BlockRow]:
+    """The rows of ``supports [K, N]`` (bool, over ``space``'s units): blocks in ``model``'s
+    module order when it is given, else in the unit space's."""
+    if supports.dim() != 2 or supports.shape[1] != space.num_units:
+        raise ValueError(f"supports: expected [K, {space.num_units}], got {tuple(supports.shape)}")
+    columns: dict[str, list[Tensor]] = {}
+    for group, part in space.group_slices():
+        columns.setdefault(block_of(group.name), []).append(torch.arange(part.start, part.stop))
+    weights = space.unit_params.double()
+    masks = supports.cpu().bool()
+    rows = []
+    for block, parts in columns.items():
+        index = torch.cat(parts)
+        held = masks[:, index]
+        weight = weights[index]
+        kept = (held.double() * weight).sum(1) / weight.sum().clamp_min(1e-12)
+        overlap = max_pairwise_overlap(jaccard_overlap(held)) if held.shape[0] > 1 else 0.0
+        rows.append(BlockRow(block, int(index.numel()), kept.tolist(), overlap))
+    if model is not None:
+        order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+        first = {
+            block: min(
+                order.get(g.name, len(order)) for g in space.groups if block_of(g.name) == block
+            )
+            for block in columns
+        }
+        rows.sort(key=lambda row: first[row.block])
+    return rows

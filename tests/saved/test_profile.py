@@ -1,0 +1,77 @@
+"""saved/profile.py: where each component keeps its units, block by block — hand-computed on
+a tiny MLP, and carried by evaluate's report into the terminal and the HTML page."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from rich.console import Console
+
+import saved
+from saved import testing
+from saved.masking.units import UnitSpace
+from saved.profile import block_of, block_profile
+from saved.render import html_page, render_report
+
+
+@pytest.mark.parametrize(
+    ("name", "block"),
+    [
+        ("layer1.0.conv1", "layer1.0"),
+        ("conv1", "conv1"),
+        ("features.3.conv.0.0", "features.3"),
+        ("features.denseblock1.denselayer1.conv1", "features.denseblock1"),
+        ("bert.encoder.layer.2.attention", "bert.encoder.layer.2"),
+        ("fc", "fc"),
+    ],
+)
+def test_block_names(name: str, block: str) -> None:
+    assert block_of(name) == block
+
+
+def _hand_masks(space: UnitSpace) -> torch.Tensor:
+    """Component 0 keeps units 0-15 of the first layer and 0-7 of the second; component 1
+    keeps 8-23 and 0-15."""
+    masks = torch.zeros(2, space.num_units, dtype=torch.bool)
+    columns = {group.name: part.start for group, part in space.group_slices()}
+    first, second = columns["0"], columns["2"]
+    masks[0, first : first + 16] = masks[0, second : second + 8] = True
+    masks[1, first + 8 : first + 24] = masks[1, second : second + 16] = True
+    return masks
+
+
+def test_profile_by_hand_on_a_tiny_mlp(digits_xy) -> None:
+    x, _ = digits_xy
+    model = testing.tiny_mlp()  # 64 -> 32 -> 32 -> 10: layers "0" and "2" hold the units
+    space = UnitSpace.of(model, x[:2])
+    rows = block_profile(space, _hand_masks(space), model)
+    assert [(r.block, r.units) for r in rows] == [("0", 32), ("2", 32)]
+    assert rows[0].kept == pytest.approx([16 / 32, 16 / 32])
+    assert rows[1].kept == pytest.approx([8 / 32, 16 / 32])
+    assert rows[0].max_overlap == pytest.approx(8 / 24)  # {8..15} of {0..23}
+    assert rows[1].max_overlap == pytest.approx(8 / 16)  # {0..7} of {0..15}
+    with pytest.raises(ValueError, match=r"supports: expected \[K, 64\]"):
+        block_profile(space, torch.ones(2, 5, dtype=torch.bool))
+
+
+def test_the_report_carries_the_profile_to_the_terminal_and_the_page(digits_xy) -> None:
+    x, _ = digits_xy
+    model = testing.tiny_mlp()
+    decomposition = saved.decompose(model, x[:300], method="random", progress=False)
+    report = saved.evaluate(model, decomposition, x[300:600])
+    assert isinstance(decomposition.space, UnitSpace)
+    expected = block_profile(decomposition.space, decomposition.supports, model)
+    assert report.extra["blocks"] == [row.to_dict() for row in expected]
+    again = saved.ContractReport.from_json(report.to_json())
+    assert again.extra["blocks"] == report.extra["blocks"]
+    console = Console(record=True, width=140, file=io.StringIO())
+    console.print(render_report(report))
+    text = console.export_text()
+    assert "Kept per block" in text and "0.50 (0)" in text  # one quota per group: 1 - s
+    page = html_page([("t", report)])
+    assert 'aria-label="kept share per block"' in page
+    assert page.count("kept</title>") == 2 * 10  # 2 blocks x 10 components
+    unstructured = saved.decompose(model, x[:300], method="wanda", progress=False)
+    assert "blocks" not in saved.evaluate(model, unstructured, x[300:600]).extra
