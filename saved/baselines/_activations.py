@@ -17,6 +17,18 @@ def component_targets(context: MaskContext) -> Tensor:
     return context.components.binary_targets(reference.argmax(1)).float()
 
 
+def per_sample(x: Tensor, n: int, name: str) -> Tensor:
+    """``x`` of a layer that ran on a batch of ``n`` samples, as ``[n, m, ...]``: ``m`` rows
+    per sample when the model folded several into the batch dimension, batch-major (MobileViT
+    runs its transformer on ``[n * patch_area, patches, dim]``)."""
+    if x.shape[0] % n:
+        raise ValueError(
+            f"{name}: ran on {x.shape[0]} rows for a batch of {n} samples; which sample each "
+            "row belongs to cannot be told, so activation statistics cannot be taken here"
+        )
+    return x.reshape(n, x.shape[0] // n, *x.shape[1:])
+
+
 def input_norms(context: MaskContext, names: list[str]) -> dict[str, Tensor]:
     """``||X_j||_2`` per input feature j of each named Linear/Conv module, ``[K, in]``, over the
     data of component k's binary task, balanced: half the weight on the samples the reference
@@ -33,12 +45,13 @@ def input_norms(context: MaskContext, names: list[str]) -> dict[str, Tensor]:
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-            x = inputs[0].detach().float()
-            if isinstance(module, nn.Linear):
-                squares = x.pow(2).reshape(x.shape[0], -1, x.shape[-1]).sum(1)
-            else:
-                squares = x.pow(2).flatten(2).sum(2)
             weights = current["targets"]
+            x = per_sample(inputs[0].detach().float(), weights.shape[0], name)  # [n, m, ...]
+            n = x.shape[0]
+            if isinstance(module, nn.Linear):
+                squares = x.pow(2).reshape(n, -1, x.shape[-1]).sum(1)
+            else:  # [n, m, C, *spatial]: per channel, over the folded rows and positions
+                squares = x.pow(2).transpose(1, 2).reshape(n, x.shape[2], -1).sum(2)
             sums[name] = sums.get(name, 0) + weights.T @ squares
 
         return record
@@ -88,11 +101,14 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
     columns: list[Tensor] = []
     batch_parts: list[list[Tensor]] = [[] for _ in space.groups]
 
+    rows = {"n": 0}
+
     def hook(g: int, site: Any, size: int) -> Any:
         def record(module: nn.Module, inputs: Any, output: Tensor) -> None:
             dim, width = site.dim, site.width
             out = site.select(output.detach().float().movedim(dim, -1))
-            out = out.reshape(out.shape[0], -1, size, width).mean(1)
+            out = per_sample(out, rows["n"], site.module)  # [n, m, ..., features]
+            out = out.reshape(rows["n"], -1, size, width).mean(1)
             batch_parts[g].append(out.norm(dim=-1) if width > 1 else out[..., 0])
 
         return record
@@ -103,8 +119,12 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
         handles.append(modules[site.module].register_forward_hook(hook(g, site, group.size)))
     try:
         with frozen_eval(model), torch.no_grad():
-            for batch in context.calibration.batches(context.batch_size, context.device):
-                forward_logits(model, batch)
+            for start in range(0, len(context.calibration), context.batch_size):
+                index = torch.arange(
+                    start, min(start + context.batch_size, len(context.calibration))
+                )
+                rows["n"] = index.numel()
+                forward_logits(model, context.calibration.batch(index, context.device))
     finally:
         for handle in handles:
             handle.remove()

@@ -300,3 +300,24 @@ def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
     )
     assert text.count("| yes |") == admissible
     assert _rendered_again("benchmarks/sparsity_sweep.py", out, tmp_path) == text
+
+
+@needs_fashion_mnist
+def test_coverage_smoke(tmp_path: Path) -> None:
+    """One model per family of blocks (residual, depthwise inverted residual, BERT, ViT): every
+    cell decomposes, evaluates and — for structured masks — its standalone components
+    reproduce the masked model; a failure would be a row with its error, not a crash."""
+    out = tmp_path / "COVERAGE.md"
+    result = _last_json_line("benchmarks/coverage.py", "--smoke", "--out", str(out))
+    rows = result["rows"]
+    assert {row["model"] for row in rows} == {"resnet18", "mobilenet_v2", "bert", "vit"}
+    assert ("mobilenet_v2", "wanda") in {(row["model"], row["method"]) for row in rows}
+    for row in rows:
+        assert row["ok"], (row["model"], row["method"], row.get("error"))
+        assert row["prune"] >= 0.45
+        if "surgery" in row:
+            assert row["surgery"] <= 1e-4 * max(1.0, row["scale"])
+            assert 0 < row["kept_params"] < 1
+    text = out.read_text()
+    assert "| mobilenet_v2 | torchvision |" in text and "None: every cell above works." in text
+    assert _rendered_again("benchmarks/coverage.py", out, tmp_path) == text

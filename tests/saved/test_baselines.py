@@ -141,3 +141,38 @@ def test_wanda_on_torchvision_mobilenet_v2(tmp_path) -> None:
     assert depthwise == 17  # mobilenet_v2's depthwise convolutions
     report = saved.evaluate(model, decomposition, _fashion_images(48, 32)[24:])
     assert report.min_prune == pytest.approx(0.5, abs=0.01)
+
+
+def test_activation_statistics_fold_rows_per_sample_batch_major() -> None:
+    """MobileViT runs its transformer on [n * patch_area, patches, dim]: the rows of one
+    sample are consecutive, so statistics per sample fold them; an uneven count is refused."""
+    from saved.baselines._activations import per_sample
+
+    x = torch.arange(24.0).reshape(6, 4)  # 3 samples x 2 rows each
+    folded = per_sample(x, 3, "layer")
+    assert folded.shape == (3, 2, 4)
+    assert torch.equal(folded[1], x[2:4])
+    with pytest.raises(ValueError, match="layer: ran on 6 rows for a batch of 4 samples"):
+        per_sample(x, 4, "layer")
+
+
+def test_data_driven_baselines_on_a_transformers_mobilevit(digits_images) -> None:
+    """Wanda, Wanda-structured and MI read activations of layers that see several rows per
+    sample (MobileViT's unfolded patches): they run and keep exact sizes."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.MobileViTConfig(
+        num_channels=1,
+        image_size=32,
+        hidden_sizes=[16, 24, 32],
+        neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 48],
+        num_attention_heads=2,
+        num_labels=10,
+    )
+    model = transformers.MobileViTForImageClassification(config).eval()
+    x = nn.functional.interpolate(digits_images[0][:24], size=32)
+    for method in ("wanda", "wanda-structured", "mi"):
+        decomposition = saved.decompose(model, x, method=method, progress=False)
+        kept = decomposition.masks.double().mean(1)
+        assert torch.allclose(kept, torch.full_like(kept, 0.5), atol=0.02), method
