@@ -100,7 +100,9 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
     modules = dict(model.named_modules())
     columns: list[Tensor] = []
     batch_parts: list[list[Tensor]] = [[] for _ in space.groups]
-
+    # a layer may run several times per forward (ALBERT shares one layer across depths): its
+    # activity on a sample is the mean over those calls
+    calls: list[list[Tensor]] = [[] for _ in space.groups]
     rows = {"n": 0}
 
     def hook(g: int, site: Any, size: int) -> Any:
@@ -109,7 +111,7 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
             out = site.select(output.detach().float().movedim(dim, -1))
             out = per_sample(out, rows["n"], site.module)  # [n, m, ..., features]
             out = out.reshape(rows["n"], -1, size, width).mean(1)
-            batch_parts[g].append(out.norm(dim=-1) if width > 1 else out[..., 0])
+            calls[g].append(out.norm(dim=-1) if width > 1 else out[..., 0])
 
         return record
 
@@ -125,6 +127,9 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
                 )
                 rows["n"] = index.numel()
                 forward_logits(model, context.calibration.batch(index, context.device))
+                for g, seen in enumerate(calls):
+                    batch_parts[g].append(torch.stack(seen).mean(0))
+                    seen.clear()
     finally:
         for handle in handles:
             handle.remove()

@@ -88,15 +88,17 @@ def _linear_params(linear: nn.Linear, *, out: bool) -> int:
 
 def _transformer_groups(model: nn.Module) -> list[UnitGroup]:
     """Heads and FFN neurons of BERT-like (query/key/value + output.dense, intermediate.dense +
-    output.dense) and ViT-like (q/k/v/o_proj, mlp.fc1/fc2) transformers blocks."""
+    output.dense; ALBERT: query/key/value + dense, ffn + ffn_output, one layer shared by every
+    depth) and ViT-like (q/k/v/o_proj, mlp.fc1/fc2) transformers blocks."""
     names = _named(model)
     modules = dict(model.named_modules())
     groups: list[UnitGroup] = []
     for name, module in model.named_modules():
         heads = getattr(module, "num_attention_heads", None)
         if isinstance(heads, int) and all(hasattr(module, a) for a in ("query", "key", "value")):
+            own = getattr(module, "dense", None)  # ALBERT: the projection is the module's
             parent = modules[name.rsplit(".", 1)[0]]
-            output = parent.output.dense  # BertAttention.output (BertSelfOutput)
+            output = own if isinstance(own, nn.Linear) else parent.output.dense  # BertSelfOutput
             q, k, v = module.query, module.key, module.value
             head_size = module.attention_head_size
             layout = "bert"
@@ -147,6 +149,10 @@ def _transformer_groups(model: nn.Module) -> list[UnitGroup]:
             getattr(module, "fc2", None), nn.Linear
         ):
             up, down = module.fc1, module.fc2
+        elif isinstance(getattr(module, "ffn", None), nn.Linear) and isinstance(
+            getattr(module, "ffn_output", None), nn.Linear
+        ):  # ALBERT's layer: ffn -> activation -> ffn_output
+            up, down = module.ffn, module.ffn_output
         else:
             continue
         norms = up.weight.detach().pow(2).sum(1) + down.weight.detach().pow(2).sum(0)

@@ -176,3 +176,26 @@ def test_data_driven_baselines_on_a_transformers_mobilevit(digits_images) -> Non
         decomposition = saved.decompose(model, x, method=method, progress=False)
         kept = decomposition.masks.double().mean(1)
         assert torch.allclose(kept, torch.full_like(kept, 0.5), atol=0.02), method
+
+
+def test_mi_on_a_layer_that_runs_at_every_depth(debian_text) -> None:
+    """ALBERT runs one shared layer at every depth: MI's activity of a unit is the mean over
+    those calls, one row per sample (it was two rows per sample and failed)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.AlbertConfig(
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=4,
+    )
+    model = transformers.AlbertForSequenceClassification(config).eval()
+    batch = {key: value[:48] for key, value in debian_text[0].items()}
+    decomposition = saved.decompose(model, batch, method="mi", progress=False)
+    space = decomposition.space
+    assert isinstance(space, UnitSpace)
+    assert [(g.kind, g.size) for g in space.groups] == [("heads", 2), ("neurons", 64)]
+    assert decomposition.masks.sum(1).tolist() == [1 + 32] * 4

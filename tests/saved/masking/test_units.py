@@ -38,7 +38,24 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
         "convnext_blocks": (_convnext_blocks(), photos[:, :, :32, :32]),
         # a concatenation's consumers see several channel groups side by side
         "densenet": (_with_batch_statistics(_densenet(), small), small),
+        # one layer shared by every depth, its own attention projection
+        "albert": (_albert(), {"input_ids": ids, "attention_mask": mask}),
     }
+
+
+def _albert() -> nn.Module:
+    import transformers
+
+    config = transformers.AlbertConfig(
+        vocab_size=2000,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=4,
+    )
+    return transformers.AlbertForSequenceClassification(config)
 
 
 def _densenet() -> nn.Module:
@@ -84,6 +101,7 @@ MODELS = [
     "mobilenet_v2",
     "convnext_blocks",
     "densenet",
+    "albert",
 ]
 
 
@@ -132,6 +150,12 @@ def test_channels_normalised_by_a_layernorm_are_not_units(models) -> None:
     reason = "normalised across channels by LayerNorm 1.block.2"
     assert left_out.describe() == f"0 (16 channels): {reason}"
     assert UnitSpace.of(*models["resnet18"][:1], _first(models["resnet18"][1], 2)).excluded == ()
+
+
+def test_albert_units_are_its_shared_layers_heads_and_ffn_neurons(models) -> None:
+    model, batch = models["albert"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    assert [(g.kind, g.size) for g in space.groups] == [("heads", 2), ("neurons", 64)]
 
 
 def test_concatenated_channels_are_masked_where_they_sit(models) -> None:
