@@ -20,6 +20,7 @@ __all__ = [
     "minilm_tokenizer",
     "state_snapshot",
     "text_batch",
+    "tiny_albert",
     "tiny_bert",
     "tiny_mlp",
     "tiny_resnet",
@@ -89,6 +90,24 @@ def tiny_bert(num_labels: int = 4, vocab_size: int = 30522, seed: int = 0) -> nn
     )
     config.num_labels = num_labels  # a PretrainedConfig property: also sets id2label
     return BertForSequenceClassification(config)
+
+
+def tiny_albert(num_labels: int = 4, num_layers: int = 2, seed: int = 0) -> nn.Module:
+    """A transformers ``AlbertForSequenceClassification``: 2 heads, 32 wide, one layer shared
+    by all ``num_layers`` depths (ALBERT's parameter sharing)."""
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = AlbertConfig(
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    config.num_labels = num_labels
+    return AlbertForSequenceClassification(config)
 
 
 def tiny_vit(

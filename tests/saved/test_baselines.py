@@ -181,18 +181,9 @@ def test_data_driven_baselines_on_a_transformers_mobilevit(digits_images) -> Non
 def test_mi_on_a_layer_that_runs_at_every_depth(debian_text) -> None:
     """ALBERT runs one shared layer at every depth: MI's activity of a unit is the mean over
     those calls, one row per sample (it was two rows per sample and failed)."""
-    import transformers
+    from saved import testing
 
-    torch.manual_seed(0)
-    config = transformers.AlbertConfig(
-        embedding_size=16,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=4,
-    )
-    model = transformers.AlbertForSequenceClassification(config).eval()
+    model = testing.tiny_albert(num_layers=3).eval()
     batch = {key: value[:48] for key, value in debian_text[0].items()}
     decomposition = saved.decompose(model, batch, method="mi", progress=False)
     space = decomposition.space

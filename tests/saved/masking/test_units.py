@@ -39,23 +39,8 @@ def _models() -> dict[str, tuple[nn.Module, object]]:
         # a concatenation's consumers see several channel groups side by side
         "densenet": (_with_batch_statistics(_densenet(), small), small),
         # one layer shared by every depth, its own attention projection
-        "albert": (_albert(), {"input_ids": ids, "attention_mask": mask}),
+        "albert": (testing.tiny_albert(), {"input_ids": ids, "attention_mask": mask}),
     }
-
-
-def _albert() -> nn.Module:
-    import transformers
-
-    config = transformers.AlbertConfig(
-        vocab_size=2000,
-        embedding_size=16,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=4,
-    )
-    return transformers.AlbertForSequenceClassification(config)
 
 
 def _densenet() -> nn.Module:
