@@ -55,6 +55,7 @@ METHODS = (
 #: surgery must reproduce the masked model to this (fp32), relative to the largest logit
 SURGERY_TOLERANCE = 1e-4
 N_DECOMPOSE, N_EVALUATE, TRAIN_STEPS = 32, 32, 20
+MESSAGE_CHARS = 160  # of an error's first line kept in a row
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ MODELS: dict[str, Spec] = {
 #: (per-weight LBMask on resnet18's 11 M weights takes about a minute)
 SMOKE: dict[str, tuple[str, ...]] = {
     "resnet18": ("lbmask", "wanda", "random"),
-    "mobilenet_v2": tuple(m for m in METHODS if m != "lbmask-unstructured"),
+    "mobilenet_v2": ("lbmask", "wanda", "wanda-structured", "random"),
     "bert": METHODS,
     "vit": METHODS,
 }
@@ -203,7 +204,8 @@ def _units(space: Any) -> str:
         text = ", ".join(f"{count:,} {kind}" for kind, count in sorted(kinds.items()))
         if space.excluded:  # channel groups a LayerNorm / GroupNorm normalises together
             left = sum(e.size for e in space.excluded)
-            text += f"; left out: {len(space.excluded)} groups of {left:,} channels"
+            groups = f"{len(space.excluded)} group" + ("s" if len(space.excluded) > 1 else "")
+            text += f"; left out: {groups} of {left:,} channels"
         return text
     return f"{space.num_units:,} weights"
 
@@ -230,7 +232,7 @@ def _error(error: BaseException) -> str:
     where = traceback.extract_tb(error.__traceback__)[-1]
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     place = f"{where.filename.rsplit('/', 1)[-1]}:{where.lineno}"
-    return f"{type(error).__name__}: {message[:160]} ({place})"
+    return f"{type(error).__name__}: {message[:MESSAGE_CHARS]} ({place})"
 
 
 def cell(
@@ -305,11 +307,39 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------- markdown
 
 
+#: the engine's deliberate refusals (docs/DECISIONS.md, "Architectures beyond the first six"):
+#: an error that starts with one of these is a documented limit, any other a failure
+REFUSALS = {
+    "surgery: the channels of": "uneven grouped conv",
+    "model: Torch-Pruning cannot trace": "untraceable",
+    "model: Torch-Pruning's shape inference gave up": "untraceable",
+    "lbmask: learning": "memory",
+}
+
+
+def refusal(row: dict[str, Any]) -> str | None:
+    """The kind of deliberate refusal a failed row is, or None (a failure, or no error)."""
+    message = row.get("error", "").split(": ", 1)[-1]
+    return next((kind for start, kind in REFUSALS.items() if message.startswith(start)), None)
+
+
+def _clipped(error: str) -> str:
+    """The recorded error, marked where :func:`_error` cut its message."""
+    head, _, tail = error.partition(": ")
+    message, _, place = tail.rpartition(" (")
+    return f"{head}: {message}… ({place}" if len(message) >= MESSAGE_CHARS else error
+
+
 def _cell_text(row: dict[str, Any]) -> str:
     if not row["ok"]:
+        kind = refusal(row)
+        if kind is not None and row["stage"] == "surgery":
+            return f"works; surgery refused ({kind})"
+        if kind is not None:
+            return f"refused ({kind})"
         if "error" in row:
-            return f"fails at {row['stage']}"
-        return f"surgery off by {row['surgery']:.1e}"
+            return f"**FAILS** at {row['stage']}"
+        return f"**surgery off by {row['surgery']:.1e}**"
     if "surgery" in row:
         return f"ok ({row['surgery']:.0e}, {row['kept_params']:.2f})"
     return "ok"
@@ -367,10 +397,22 @@ def markdown(results: dict[str, Any]) -> str:
             for m in ("lbmask", "wanda", "random")
         )
         lines.append(f"| {model} | {structured} | {unstructured} | {seconds} |")
-    failures = [r for r in rows if not r["ok"]]
+    refused = [r for r in rows if not r["ok"] and refusal(r) is not None]
+    failures = [r for r in rows if not r["ok"] and refusal(r) is None]
+    lines += ["", "## Refusals (deliberate, with their one-line error)", ""]
+    if not refused:
+        lines.append("None.")
+    seen: set[tuple[str, str]] = set()
+    for r in refused:
+        key = (r["model"], r["error"])
+        if key in seen:
+            continue
+        seen.add(key)
+        methods = ", ".join(x["method"] for x in refused if (x["model"], x["error"]) == key)
+        lines.append(f"- **{r['model']}** ({methods}; at {r['stage']}): `{_clipped(r['error'])}`")
     lines += ["", "## Failures", ""]
     if not failures:
-        lines.append("None: every cell above works.")
+        lines.append("None: every cell above works or is a deliberate refusal.")
     for r in failures:
         detail = r.get("error") or f"surgery off by {r['surgery']:.2e} (scale {r['scale']:.2e})"
         lines.append(f"- **{r['model']} / {r['method']}** ({r.get('stage', '-')}): `{detail}`")
