@@ -277,6 +277,15 @@ def test_every_entry_point_leaves_a_training_model_as_it_was(
     assert model.training and not model.net[4].training
 
 
+def _figures(report: saved.ContractReport) -> dict:
+    """The report's JSON without the one wall-clock figure (mask learning's seconds), which
+    differs between two identical runs on a busy machine."""
+    figures = report.to_dict()
+    if figures.get("training"):
+        figures["training"] = {k: v for k, v in figures["training"].items() if k != "seconds"}
+    return figures
+
+
 def test_training_mode_model_is_checked_as_in_eval(model, data) -> None:
     """We switch to eval (BatchNorm running statistics, no dropout) and restore: the report of
     a model handed over in train mode equals the report of its eval-mode copy."""
@@ -286,7 +295,7 @@ def test_training_mode_model_is_checked_as_in_eval(model, data) -> None:
     twin = copy.deepcopy(model).eval()
     first = saved.check(model, x, labels=y, lbmask=FAST, progress=False)
     second = saved.check(twin, x, labels=y, lbmask=FAST, progress=False)
-    assert first.to_dict() == second.to_dict()
+    assert _figures(first) == _figures(second)
 
 
 def test_float64_and_float16_inputs_are_cast_to_the_model_dtype(model, data, decomposition) -> None:
@@ -472,7 +481,7 @@ def test_same_seed_same_masks_and_report(model, data) -> None:
     ]
     assert torch.equal(runs[0].masks, runs[1].masks)
     assert not torch.equal(runs[0].masks, runs[2].masks)
-    reports = [saved.evaluate(model, d, x, labels=y).to_dict() for d in runs[:2]]
+    reports = [_figures(saved.evaluate(model, d, x, labels=y)) for d in runs[:2]]
     assert reports[0] == reports[1]
 
 
