@@ -62,9 +62,14 @@ def block_profile(
     module order when it is given, else in the unit space's."""
     if supports.dim() != 2 or supports.shape[1] != space.num_units:
         raise ValueError(f"supports: expected [K, {space.num_units}], got {tuple(supports.shape)}")
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())} if model is not None else {}
     columns: dict[str, list[Tensor]] = {}
+    first: dict[str, int] = {}  # a block's earliest layer in the model's module order
     for group, part in space.group_slices():
-        columns.setdefault(block_of(group.name), []).append(torch.arange(part.start, part.stop))
+        block = block_of(group.name)
+        columns.setdefault(block, []).append(torch.arange(part.start, part.stop))
+        place = order.get(group.name, len(order))
+        first[block] = min(first.get(block, place), place)
     weights = space.unit_params.double()
     masks = supports.cpu().bool()
     rows = []
@@ -76,12 +81,5 @@ def block_profile(
         overlap = max_pairwise_overlap(jaccard_overlap(held)) if held.shape[0] > 1 else 0.0
         rows.append(BlockRow(block, int(index.numel()), kept.tolist(), overlap))
     if model is not None:
-        order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-        first = {
-            block: min(
-                order.get(g.name, len(order)) for g in space.groups if block_of(g.name) == block
-            )
-            for block in columns
-        }
         rows.sort(key=lambda row: first[row.block])
     return rows

@@ -23,6 +23,7 @@ __all__ = [
     "tiny_albert",
     "tiny_bert",
     "tiny_mlp",
+    "tiny_mobilevit",
     "tiny_resnet",
     "tiny_vit",
     "train_classifier",
@@ -108,6 +109,23 @@ def tiny_albert(num_labels: int = 4, num_layers: int = 2, seed: int = 0) -> nn.M
     )
     config.num_labels = num_labels
     return AlbertForSequenceClassification(config)
+
+
+def tiny_mobilevit(num_labels: int = 10, seed: int = 0) -> nn.Module:
+    """A transformers ``MobileViTForImageClassification`` on 1x32x32 images: 3 stages
+    (16, 24, 32 wide), 2 heads; its transformer runs on unfolded patches."""
+    from transformers import MobileViTConfig, MobileViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = MobileViTConfig(
+        num_channels=1,
+        image_size=32,
+        hidden_sizes=[16, 24, 32],
+        neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 48],
+        num_attention_heads=2,
+    )
+    config.num_labels = num_labels
+    return MobileViTForImageClassification(config)
 
 
 def tiny_vit(

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from .._runtime import logits_of
 from ..inputs import Batch
-from .discovery import find_classifier, layers_run
+from .discovery import layers_run
 from .space import MaskSpace
 
 __all__ = ["WeightGroup", "WeightSpace"]
@@ -50,8 +50,9 @@ class WeightSpace(MaskSpace[WeightGroup]):
     def of(
         cls, model: nn.Module, example: Batch, classifier: nn.Module | None = None
     ) -> WeightSpace:
-        ran = set(layers_run(model, example))
-        head = classifier if classifier is not None else find_classifier(model, example)
+        order = layers_run(model, example)  # one pass: the layers called, the last is the head
+        ran = set(order)
+        head = classifier if classifier is not None else order[-1]
         groups = [
             WeightGroup(
                 f"{name}.weight",

@@ -159,18 +159,9 @@ def test_activation_statistics_fold_rows_per_sample_batch_major() -> None:
 def test_data_driven_baselines_on_a_transformers_mobilevit(digits_images) -> None:
     """Wanda, Wanda-structured and MI read activations of layers that see several rows per
     sample (MobileViT's unfolded patches): they run and keep exact sizes."""
-    import transformers
+    from saved import testing
 
-    torch.manual_seed(0)
-    config = transformers.MobileViTConfig(
-        num_channels=1,
-        image_size=32,
-        hidden_sizes=[16, 24, 32],
-        neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 48],
-        num_attention_heads=2,
-        num_labels=10,
-    )
-    model = transformers.MobileViTForImageClassification(config).eval()
+    model = testing.tiny_mobilevit().eval()
     x = nn.functional.interpolate(digits_images[0][:24], size=32)
     for method in ("wanda", "wanda-structured", "mi"):
         decomposition = saved.decompose(model, x, method=method, progress=False)
