@@ -102,13 +102,16 @@ class Engine:
             self.stats.trained += 1
             return decomposition
 
+        contract = kwargs.get("contract")
         if self.cache_dir is None:
-            return compute()
+            return _judged_by(compute(), contract)
         settings = {
             k: _digest_of(v) if isinstance(v, torch.Tensor) else v
             for k, v in kwargs.items()
-            if k not in ("progress", "labels", "device")
+            if k not in ("progress", "labels", "device", "contract")
         }
+        if contract is not None:  # only what the masks depend on: one decomposition serves
+            settings["contract"] = contract.shaping_masks(kwargs.get("sparsity"))  # every contract
         key = self.cache_key(model, data, kwargs.get("labels"), settings)
         path = self.cache_dir / f"{key}.safetensors"
         with self._locked(key):
@@ -123,12 +126,12 @@ class Engine:
                     )
                 else:
                     self.stats.hits += 1
-                    return decomposition
+                    return _judged_by(decomposition, contract)
             elif path.exists():
                 self.stats.refreshed += 1
             decomposition = compute()
             decomposition.save(path)  # atomic: written aside, then renamed
-            return decomposition
+            return _judged_by(decomposition, contract)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -143,6 +146,14 @@ class Engine:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _judged_by(decomposition: saved.Decomposition, contract: Any) -> saved.Decomposition:
+    """The decomposition recording the caller's contract (a cached one was stored with the
+    contract of the call that computed it; :func:`saved.evaluate` defaults to the recorded one)."""
+    if contract is not None:
+        decomposition.metadata["contract"] = contract.to_dict()
+    return decomposition
 
 
 def _digest_of(tensor: torch.Tensor) -> str:

@@ -34,6 +34,7 @@ from .bounds import (
 )
 
 __all__ = [
+    "ADAPTIVE_FIELDS",
     "BOUNDS",
     "Bound",
     "Contract",
@@ -54,6 +55,10 @@ __all__ = [
     "samples_needed",
     "upper_bound",
 ]
+
+
+#: The thresholds ``sparsity="auto"`` reads when it chooses each component's sparsity.
+ADAPTIVE_FIELDS = ("eps", "kappa", "gamma", "eta")
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,17 @@ class Contract:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def shaping_masks(self, sparsity: object) -> dict[str, Any]:
+        """The thresholds a decomposition's *masks* depend on, for a cache key.
+
+        None for a fixed sparsity: the thresholds only judge the masks (:func:`saved.evaluate`).
+        With ``sparsity="auto"`` each component's sparsity is chosen against the contract, and
+        the four thresholds :func:`saved.masking.adaptive.adaptive_sparsity` reads are returned.
+        """
+        if sparsity != "auto":
+            return {}
+        return {name: getattr(self, name) for name in ADAPTIVE_FIELDS}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Contract:

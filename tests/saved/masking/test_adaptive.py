@@ -154,3 +154,28 @@ def test_one_learned_ranking_serves_every_sparsity(wide_mlp, digits_xy, tmp_path
     scored = saved.decompose(wide_mlp, x[:200], method="random", progress=False)
     with pytest.raises(ValueError, match="keeps no learned ranking"):
         scored.at_sparsity(0.5)
+
+
+def test_auto_reads_only_the_thresholds_that_enter_the_cache_key(wide_mlp, ranking) -> None:
+    """The plugin keys cached decompositions by ``Contract.shaping_masks``: the thresholds
+    outside it (delta, bound, kappa_margin) must not change the chosen sparsities, and each
+    one inside it must be able to."""
+    space, logits, held = ranking
+    base = Contract(eps=0.1, eta=0.3, gamma=0.6)  # the overlap pass binds (test above)
+    assert set(base.shaping_masks("auto")) == set(saved.contract.ADAPTIVE_FIELDS)
+    assert base.shaping_masks(0.5) == {}
+
+    def rates(contract: Contract) -> list[float]:
+        return adaptive_sparsity(wide_mlp, space, ClassComponents(10), logits, held, contract)
+
+    chosen = rates(base)
+    others = Contract(eps=0.1, eta=0.3, gamma=0.6, delta=0.2, bound="hoeffding", kappa_margin=0.5)
+    assert rates(others) == chosen
+    changed = {
+        "eps": Contract(eps=0.3, eta=0.3, gamma=0.6),
+        "eta": Contract(eps=0.1, eta=0.8, gamma=0.6),  # above some chosen sparsities
+        "gamma": Contract(eps=0.1, eta=0.3, gamma=0.3),
+        "kappa": Contract(eps=0.1, eta=0.3, gamma=0.6, kappa=1.0),
+    }
+    for name, contract in changed.items():
+        assert rates(contract) != chosen, name
