@@ -7,7 +7,7 @@ from typing import Any
 
 from . import _session
 
-__all__ = ["ContractViolation", "assert_decomposable", "format_violation"]
+__all__ = ["BaselineRegression", "ContractViolation", "assert_decomposable", "format_violation"]
 
 
 class ContractViolation(AssertionError):
@@ -18,11 +18,33 @@ class ContractViolation(AssertionError):
         self.report = report
 
 
-def _resolve_contract(explicit: dict[str, Any], marker: dict[str, Any]) -> Any:
+class BaselineRegression(AssertionError):
+    """The contract holds, but a figure is worse than the test's baseline by more than the
+    tolerance (``pytest --decompose-update-baseline`` accepts the new figures)."""
+
+    def __init__(self, message: str, report: Any, regressions: list[str]) -> None:
+        super().__init__(message)
+        self.report = report
+        self.regressions = regressions
+
+
+def _resolve_contract(layers: dict[str, dict[str, Any]]) -> tuple[Any, dict[str, str]]:
+    """The check's ``saved.Contract`` from its layers (see ``_session.SOURCES``) and where
+    each threshold came from; a bad value names its source."""
     from saved import Contract
 
-    values = {**marker, **{k: v for k, v in explicit.items() if v is not None}}
-    return Contract(**values)
+    values, sources = _session.resolve(layers)
+    try:
+        return Contract(**values), sources
+    except (TypeError, ValueError) as error:
+        origin = ", ".join(f"{k} = {values[k]!r} ({sources[k]})" for k in sorted(values))
+        raise ValueError(f"contract: {error} [from {origin}]") from None
+
+
+def _baseline_lines(shown: str, regressions: list[str]) -> str:
+    return f"regressed against the baseline {shown}:\n" + "\n".join(
+        f"  - {line}" for line in regressions
+    )
 
 
 def format_violation(report: Any, top: int = 5) -> str:
@@ -58,31 +80,34 @@ def assert_decomposable(
     and the rest decomposes (:func:`saved.holdout`); ``calibration=`` decomposes on that data
     and certifies on all of ``data``; ``same_samples=True`` is the paper's literal Algorithm 1
     (labelled in the report; its bound is then not valid). Thresholds not given here come from
-    the test's ``@pytest.mark.decomposable(...)`` marker, then from the defaults (eps 0.1,
+    the test's ``@pytest.mark.decomposable(...)`` marker, then from ``--decompose-contract``,
+    then from the project's ini keys (``decompose_eps``, ...), then from the defaults (eps 0.1,
     kappa 0.2, gamma 0.5, eta 0.3, delta 0.05, the binomial bound). Other keyword arguments go
-    to :func:`saved.decompose`.
+    to :func:`saved.decompose`. When the test has a baseline (``__decompose__/``), the check is
+    also compared with it.
 
     Raises:
         ContractViolation: an ``AssertionError`` naming each failed axis with its numbers and the
             top counterexamples.
+        BaselineRegression: the contract holds but a figure regressed against the baseline.
     """
     __tracebackhide__ = True
     import saved
 
     state = _session.current.get()
-    marker = state.marker if state is not None else {}
-    contract = _resolve_contract(
-        {
-            "eps": eps,
-            "kappa": kappa,
-            "gamma": gamma,
-            "eta": eta,
-            "delta": delta,
-            "kappa_margin": kappa_margin,
-            "bound": bound,
-        },
-        marker,
-    )
+    given = {
+        "eps": eps,
+        "kappa": kappa,
+        "gamma": gamma,
+        "eta": eta,
+        "delta": delta,
+        "kappa_margin": kappa_margin,
+        "bound": bound,
+    }
+    layers = dict(state.project) if state is not None else {}
+    layers["marker"] = state.marker if state is not None else {}
+    layers["argument"] = {k: v for k, v in given.items() if v is not None}
+    contract, sources = _resolve_contract(layers)
     if state is not None:
         engine = state.engine_factory()
     else:
@@ -122,19 +147,47 @@ def assert_decomposable(
         keep=plan.evaluate_keep,
         split=plan.split,
     )
+    regressions: list[str] = []
+    slot = state.baseline if state is not None else None
     if state is not None:
-        _record(state, report, engine)
+        baseline = None
+        if slot is not None:
+            from .baseline import snapshot
+
+            digest = saved.fingerprint(decomposition.supports)
+            status, regressions = slot.check(snapshot(report, digest))
+            baseline = {"path": slot.shown, "status": status, "regressions": regressions}
+        _record(state, report, engine, sources, baseline)
     if not report.holds:
-        raise ContractViolation(format_violation(report), report)
+        message = format_violation(report)
+        if slot is not None and regressions:
+            message += "\n" + _baseline_lines(slot.shown, regressions)
+        raise ContractViolation(message, report)
+    if slot is not None and regressions:
+        raise BaselineRegression(
+            f"decomposition contract holds ({report.summary_line()}), but it "
+            + _baseline_lines(slot.shown, regressions)
+            + "\naccept the new figures with: pytest --decompose-update-baseline",
+            report,
+            regressions,
+        )
     return report
 
 
-def _record(state: _session.TestState, report: Any, engine: Any) -> None:
+def _record(
+    state: _session.TestState,
+    report: Any,
+    engine: Any,
+    sources: dict[str, str],
+    baseline: dict[str, Any] | None,
+) -> None:
     import torch
 
     entry = {
         "nodeid": state.nodeid,
         "report": report.to_dict(),
+        "contract_sources": sources,
+        "baseline": baseline,
         "seed": engine.seed,
         "timing": dict(engine.last_timing),
         "machine": {

@@ -11,16 +11,25 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ._session import project_line
+
 __all__ = ["render_html", "write_reports"]
 
 
-def write_reports(directory: Path, results: list[dict[str, Any]], stats: dict[str, int]) -> None:
-    """Write both reports for ``results`` (one entry per ``assert_decomposable`` call)."""
+def write_reports(
+    directory: Path,
+    results: list[dict[str, Any]],
+    stats: dict[str, int],
+    project: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Write both reports for ``results`` (one entry per ``assert_decomposable`` call);
+    ``project``: the ini and command-line thresholds (the header's project contract)."""
     directory.mkdir(parents=True, exist_ok=True)
     document = {
         "version": 1,
         "python": platform.python_version(),
         "cache": stats,
+        "project_contract": project_line(project or {}),
         "results": sorted(results, key=lambda r: r["nodeid"]),
     }
     _atomic_write(directory / "decompose-report.json", json.dumps(document, indent=2))
@@ -42,6 +51,7 @@ def render_html(document: dict[str, Any]) -> str:
     cache = document.get("cache", {})
     about = (
         f"{len(checks)} checks; python {document['python']}; "
-        f"cache: {cache.get('hits', 0)} hits, {cache.get('trained', 0)} computed."
-    )
+        f"cache: {cache.get('hits', 0)} hits, {cache.get('trained', 0)} computed. "
+        f"{document.get('project_contract', '')}"
+    ).strip()
     return html_page(checks, about=about)
