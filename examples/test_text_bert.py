@@ -8,12 +8,14 @@ import torch
 from conftest import trained
 
 from pytest_decompose import assert_decomposable
+from pytest_decompose.strategies import find_counterexample
 from saved import LBMaskConfig, testing
 from saved.contract import boundary_size
 from saved.datasets import load_debian
 
 TEST = load_debian("debian4", "test")
 TEST_BATCH = testing.text_batch(TEST.texts[:600])
+SETTINGS = LBMaskConfig(steps=200, batch_size=64, allocation="group")
 
 
 def _train(model: torch.nn.Module) -> None:
@@ -37,9 +39,22 @@ def test_tiny_bert_topic_components() -> None:
         MODEL,
         TEST_BATCH,
         labels=torch.tensor(TEST.labels[:600]),
-        lbmask=LBMaskConfig(steps=200, batch_size=64, allocation="group"),
+        lbmask=SETTINGS,
     )
     # half of the 600 texts (stratified by the model's prediction) certify, the rest decompose
     assert report.split.mode == "held-out" and report.split.disjoint
     assert report.n_samples == report.split.n_evaluation == 600 - report.split.n_decomposition
     assert report.n_boundary == boundary_size(report.n_samples, 0.2)
+
+
+def test_hypothesis_finds_a_held_out_text_the_components_get_wrong(decompose_engine) -> None:
+    """Decompose on 300 texts, then let Hypothesis search the 300 others: word-embedding
+    perturbations of real texts (padding untouched) where the components and the model
+    disagree, shrunk back to an unperturbed text of the data."""
+    first = {key: value[:300] for key, value in TEST_BATCH.items()}
+    others = {key: value[300:] for key, value in TEST_BATCH.items()}
+    decomposition = decompose_engine.decompose(MODEL, first, lbmask=SETTINGS)
+    found = find_counterexample(MODEL, decomposition, others, max_examples=50)
+    assert found is not None and found.field == "inputs_embeds"
+    assert found.decomposed != found.reference
+    assert float(found.delta.abs().max()) == 0.0  # the text as it is, no perturbation needed

@@ -6,6 +6,12 @@
   drawn as a seed sample plus a bounded perturbation, steered toward low margins with
   ``hypothesis.target`` and shrunk by Hypothesis toward the unperturbed, lowest-margin seed.
 
+Both work on continuous inputs (features, images) and on text: a transformers batch (a dict
+with ``input_ids``) is searched in word-embedding space (:func:`saved.embedding.continuous_form`,
+the form boundary mining perturbs), starting from the real token sequences; padding positions
+are never perturbed, and a text example is a batch ``{"inputs_embeds": ..., "attention_mask":
+...}`` the model takes as it is.
+
 Importing this module registers torch's global RNG with Hypothesis (so draws are reproducible)
 and a ``"decompose"`` settings profile (no deadline: first torch calls warm caches; ``too_slow``
 suppressed). Load it with ``settings.load_profile("decompose")``.
@@ -30,10 +36,15 @@ import saved
 from saved import Decomposition, as_inputs, predict_logits
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
 from saved.contract import logit_margins
-from saved.inputs import match_dtype
+from saved.embedding import ContinuousForm, continuous_form
+from saved.inputs import Batch, Inputs, match_dtype
 from saved.report import Counterexample
 
-__all__ = ["SearchedCounterexample", "boundary_inputs", "find_counterexample"]
+__all__ = ["TEXT_RADIUS", "SearchedCounterexample", "boundary_inputs", "find_counterexample"]
+
+#: For text, ``find_counterexample``'s default radius: this share of the standard deviation of
+#: the data's word-embedding coordinates (there is no box domain to scale a radius by).
+TEXT_RADIUS = 0.5
 
 settings.register_profile(
     "decompose",
@@ -59,24 +70,30 @@ _TORCH_RANDOM = _TorchRandom()  # Hypothesis keeps a weak reference: keep it ali
 hypothesis.register_random(_TORCH_RANDOM)
 
 
+def _searchable(model: nn.Module, data: Any) -> ContinuousForm:
+    """``data`` in the form the search perturbs (word embeddings for text)."""
+    return continuous_form(model, match_dtype(as_inputs(data).without_labels(), model))
+
+
 def boundary_inputs(
     model: nn.Module, data: Any, config: BoundaryConfig | None = None
-) -> st.SearchStrategy[Tensor]:
-    """Points on ``model``'s decision boundary (continuous inputs: features or images).
+) -> st.SearchStrategy[Batch]:
+    """Points on ``model``'s decision boundary.
 
     Each example: a seed sample index and a target class other than the sample's own, then
     targeted PGD and bisection; the side of the refined pair that keeps the seed's class is
-    returned (a ``[1, ...]`` tensor whose two top classes are within ``tol`` in softmax).
-    Pairs that do not reach the boundary are rejected (``hypothesis.assume``).
+    returned, a one-sample batch whose two top classes are within ``tol`` in softmax: a
+    ``[1, ...]`` tensor for features or images, ``{"inputs_embeds": [1, L, d], ...}`` for a
+    text batch (mined in word-embedding space from the seed's tokens). Pairs that do not reach
+    the boundary are rejected (``hypothesis.assume``).
     """
     inputs = match_dtype(as_inputs(data).without_labels(), model)
-    if inputs.is_mapping:
-        raise TypeError("boundary_inputs: expects tensor inputs (features or images)")
+    _searchable(model, inputs)  # a clear error up front when nothing is continuous
     base = concrete_config(model, inputs, config or BoundaryConfig())
     classes = predict_logits(model, inputs).shape[1]
 
     @st.composite
-    def draw(draw_fn: st.DrawFn) -> Tensor:
+    def draw(draw_fn: st.DrawFn) -> Batch:
         index = draw_fn(st.integers(0, len(inputs) - 1))
         sample = inputs.select([index])
         own = int(predict_logits(model, sample).argmax(1))
@@ -85,7 +102,7 @@ def boundary_inputs(
         seed = draw_fn(st.integers(0, 2**16))
         mined = mine_boundary(model, sample, base, seed=seed, targets=torch.tensor([target]))
         hypothesis.assume(bool(mined.refined[0]))
-        return mined.inside.tensor
+        return mined.inside.batch(slice(0, 1))
 
     return draw()
 
@@ -94,10 +111,13 @@ def boundary_inputs(
 class SearchedCounterexample(Counterexample):
     """A :class:`saved.report.Counterexample` the search built: ``input = seed + delta``,
     where ``index`` is the seed sample in the data (the report's counterexamples are data
-    samples themselves; these are new inputs near one)."""
+    samples themselves; these are new inputs near one). For text, ``delta`` moves the seed's
+    word embeddings and ``input`` is the batch the model is called with
+    (``model(**input)``); ``field`` names the perturbed field."""
 
     delta: Tensor
-    input: Tensor
+    input: Batch
+    field: str = "input"
 
 
 def find_counterexample(
@@ -105,7 +125,7 @@ def find_counterexample(
     decomposition: Decomposition,
     data: Any,
     *,
-    radius: float = 0.1,
+    radius: float | None = None,
     max_examples: int = 300,
     domain: tuple[float, float] | None = None,
 ) -> SearchedCounterexample | None:
@@ -114,16 +134,25 @@ def find_counterexample(
     Inputs are a seed sample (drawn among the data in order of increasing margin, so the
     search starts at the boundary and shrinks toward the lowest-margin seed) plus a
     perturbation with every coordinate in ``[-radius, radius]`` (shrinking toward 0), clamped
-    to ``domain`` (by default the data's own range). Returns the shrunk counterexample, or
-    ``None`` if ``max_examples`` found none.
+    to ``domain`` (by default the data's own range). ``radius`` defaults to 0.1 for features
+    and images; for text it defaults to :data:`TEXT_RADIUS` times the standard deviation of
+    the data's word-embedding coordinates, only real tokens move and nothing is clamped
+    (embeddings have no box domain). Returns the shrunk counterexample, or ``None`` if
+    ``max_examples`` found none.
     """
-    inputs = match_dtype(as_inputs(data).without_labels(), model)
-    if inputs.is_mapping:
-        raise TypeError("find_counterexample: expects tensor inputs (features or images)")
-    x = inputs.tensor.float()
+    form = _searchable(model, data)
+    inputs: Inputs = form.inputs
+    x = inputs.fields[form.field].float()
     margins = logit_margins(predict_logits(model, inputs))
     order = margins.argsort(stable=True)
-    low, high = domain if domain is not None else (float(x.min()), float(x.max()))
+    positions = form.position_mask
+    if form.embedded:
+        shown = x if positions is None else x[_spread(positions, x).expand_as(x).bool()]
+        radius = radius if radius is not None else TEXT_RADIUS * float(shown.std())
+        low, high = domain if domain is not None else (-float("inf"), float("inf"))
+    else:
+        radius = radius if radius is not None else 0.1
+        low, high = domain if domain is not None else (float(x.min()), float(x.max()))
     shape = tuple(x.shape[1:])
     size = int(torch.tensor(shape).prod()) if shape else 1
 
@@ -135,11 +164,16 @@ def find_counterexample(
         arrays(np.float32, size, elements=st.floats(-bound, bound, width=32), fill=st.just(0.0)),
     )
 
-    def build(candidate: tuple[int, np.ndarray]) -> tuple[int, Tensor, Tensor]:
+    def build(candidate: tuple[int, np.ndarray]) -> tuple[int, Tensor, Batch]:
         rank, values = candidate
         index = int(order[rank])
         delta = torch.from_numpy(values.copy()).to(x.dtype).view(1, *shape)
-        return index, delta, (x[index : index + 1] + delta).clamp(low, high)
+        if positions is not None:  # padding stays as it is
+            delta = delta * _spread(positions[index : index + 1], delta)
+        moved = (x[index : index + 1] + delta).clamp(low, high)
+        fields = inputs.fields_at(slice(index, index + 1))
+        fields[form.field] = moved.to(inputs.fields[form.field].dtype)
+        return index, delta, inputs.as_batch(fields)
 
     # one forward pass per candidate: the model and its K components together
     with decomposition.joint_predictor() as evaluate:
@@ -154,7 +188,7 @@ def find_counterexample(
         # shrunk counterexample on a re-run instead of searching and shrinking again.
         key = hashlib.sha256(
             f"{saved.fingerprint(model)}|{saved.fingerprint(decomposition.masks)}|"
-            f"{saved.fingerprint(x)}|{radius}|{low}|{high}".encode()
+            f"{saved.fingerprint(inputs.fields)}|{radius}|{low}|{high}".encode()
         ).digest()
         try:
             found = hypothesis.find(
@@ -171,7 +205,14 @@ def find_counterexample(
         index=index,
         delta=delta,
         input=point,
+        field=form.field,
         reference=int(logits.argmax(1)[0]),
         decomposed=int(decomposition.predict(point)[0]),
         margin=float(logit_margins(logits)[0]),
     )
+
+
+def _spread(mask: Tensor, like: Tensor) -> Tensor:
+    """A ``[n, positions]`` 0/1 mask viewed to broadcast against ``like`` (``[n, positions,
+    ...]``)."""
+    return mask.to(like.dtype).view(*mask.shape, *([1] * (like.dim() - mask.dim())))

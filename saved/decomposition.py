@@ -21,7 +21,15 @@ from ._hashing import model_digest, tensor_digest
 from ._runtime import forward_logits, frozen_eval, model_device, on_device, resolve_device
 from ._validation import check_in
 from .components import ClassComponents
-from .inputs import DEFAULT_BATCH_SIZE, Inputs, as_inputs, batch_to, match_dtype, repeat_batch
+from .inputs import (
+    DEFAULT_BATCH_SIZE,
+    Batch,
+    Inputs,
+    as_inputs,
+    batch_to,
+    match_dtype,
+    repeat_batch,
+)
 from .masking.units import MaskSpace, UnitSpace
 
 __all__ = ["ComponentCost", "Decomposition", "load"]
@@ -123,10 +131,11 @@ class Decomposition:
         return torch.cat(chunks, dim=1)
 
     @contextlib.contextmanager
-    def joint_predictor(self) -> Iterator[Callable[[Tensor], tuple[Tensor, Tensor]]]:
+    def joint_predictor(self) -> Iterator[Callable[[Batch], tuple[Tensor, Tensor]]]:
         """Inside the block: ``point -> (reference logits [n, C], decomposed predictions [n])``
-        for a batch of tensor inputs on the model's device, the model and its K components
-        in *one* forward pass (for many small calls: a search, a fuzzer).
+        for a batch (a tensor, or a dict of tensors such as ``inputs_embeds`` with its
+        attention mask), the model and its K components in *one* forward pass (for many small
+        calls: a search, a fuzzer).
 
         The model is frozen in eval mode and gradients are off for the block; for structured
         masks the hooks are registered once for the block (row 0 an all-kept mask, the model
@@ -138,9 +147,9 @@ class Decomposition:
             stack.enter_context(torch.no_grad())
             if not isinstance(self.space, UnitSpace):
 
-                def apart(point: Tensor) -> tuple[Tensor, Tensor]:
-                    logits = forward_logits(model, point.to(model_device(model))).float().cpu()
-                    return logits, self.predict(point)
+                def apart(point: Batch) -> tuple[Tensor, Tensor]:
+                    logits = forward_logits(model, batch_to(point, model_device(model)))
+                    return logits.float().cpu(), self.predict(point)
 
                 yield apart
                 return
@@ -149,9 +158,10 @@ class Decomposition:
             rows = torch.cat([everything, self.masks.cpu()]).to(model_device(model))
             stack.enter_context(self.space.masked(model, rows))
 
-            def joint(point: Tensor) -> tuple[Tensor, Tensor]:
+            def joint(point: Batch) -> tuple[Tensor, Tensor]:
+                n = (next(iter(point.values())) if isinstance(point, dict) else point).shape[0]
                 batch = repeat_batch(batch_to(point, model_device(model)), k + 1)
-                out = forward_logits(model, batch).float().cpu().view(k + 1, point.shape[0], -1)
+                out = forward_logits(model, batch).float().cpu().view(k + 1, n, -1)
                 return out[0], self.components.predict(out[1:])
 
             yield joint
