@@ -20,6 +20,10 @@ from . import _session
 from ._session import MARKER_KEYS
 from .baseline import DEFAULT_TOLERANCE, DIRECTORY, Slot, baseline_path, stale_baselines
 
+#: decompositions are cached in pytest's cache directory, under ``d/<CACHE_NAME>``
+#: (``.pytest_cache/d/decompose`` by default: the path a CI job keeps between runs)
+CACHE_NAME = "decompose"
+
 RESULTS = pytest.StashKey[list[dict[str, Any]]]()
 ENGINE = pytest.StashKey[Any]()
 _STATS = pytest.StashKey[dict[str, int]]()  # cache counters merged from xdist workers
@@ -176,7 +180,7 @@ def _engine(config: pytest.Config) -> Any:
         cache = None
         cache_provider = getattr(config, "cache", None)  # absent with -p no:cacheprovider
         if not config.getoption("decompose_no_cache") and cache_provider is not None:
-            cache = Path(cache_provider.mkdir("decompose"))
+            cache = Path(cache_provider.mkdir(CACHE_NAME))
         config.stash[ENGINE] = Engine(
             cache_dir=cache,
             refresh=config.getoption("decompose_refresh"),

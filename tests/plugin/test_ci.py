@@ -5,18 +5,23 @@ regressions (pytest_decompose/baseline.py)."""
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import sklearn.datasets  # noqa: F401
+import yaml
 
 import pytest_decompose.assertions
 import pytest_decompose.engine  # noqa: F401
 from pytest_decompose.baseline import DIRECTORY, baseline_path, compare, stale_baselines
+from pytest_decompose.plugin import CACHE_NAME
 from saved import ContractReport
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Inner runs go through subprocesses (torch and numpy load their native extensions once per
 # process). The model: the test suite's 32-32 MLP trained on the real digits.
@@ -72,6 +77,39 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
     assert [r["report"]["contract"]["eps"] for r in results] == [1.0, 0.9, 1.0, 0.01, 1.0]
     warm = pytester.runpytest_subprocess("-p", "no:randomly")
     warm.stdout.fnmatch_lines(["*cache: 5 hits, 0 decompositions computed*"])
+    entries = sorted((pytester.path / ".pytest_cache" / "d" / CACHE_NAME).glob("*.safetensors"))
+    assert len(entries) == 3
+
+
+# --------------------------------------------------------------------------- the CI recipe
+
+
+def test_the_readme_ci_recipe_is_valid_yaml_and_keeps_the_plugins_cache(
+    pytester: pytest.Pytester,
+) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### In CI", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    workflow = yaml.safe_load(block)
+    steps = workflow["jobs"]["decompose"]["steps"]
+
+    def step(action: str) -> dict:
+        (found,) = [s for s in steps if s.get("uses", "").startswith(f"{action}@")]
+        return found
+
+    # the cached path is the directory the plugin writes its decompositions to
+    config = pytester.parseconfigure()
+    cache_dir = Path(config.cache.mkdir(CACHE_NAME)).relative_to(pytester.path)
+    assert Path(step("actions/cache")["with"]["path"]) == cache_dir
+    # the uploaded files are the ones the pytest step writes, uploaded even when it fails
+    (command,) = [s["run"] for s in steps if s.get("run", "").startswith("pytest ")]
+    report = re.search(r"--decompose-report=(\S+)", command)
+    junit = re.search(r"--junitxml=(\S+)", command)
+    assert report is not None and junit is not None
+    upload = step("actions/upload-artifact")
+    assert upload["if"] == "always()"
+    assert set(upload["with"]["path"].split()) == {f"{report.group(1)}/", junit.group(1)}
+    python = step("actions/setup-python")["with"]["python-version"]
+    assert python == "3.11"
 
 
 # --------------------------------------------------------------------------- project contract
