@@ -40,7 +40,7 @@ from .inputs import (
 from .masking.lbmask import LBMaskConfig
 from .masking.units import MaskSpace, UnitSpace
 from .masking.weights import WeightSpace
-from .profile import block_profile
+from .profile import block_profile, separation
 from .report import ContractReport, SampleSplit
 
 __all__ = ["METHODS", "check", "decompose", "evaluate"]
@@ -278,8 +278,14 @@ def evaluate(
     )
     if not isinstance(space, UnitSpace):
         return report
-    blocks = [row.to_dict() for row in block_profile(space, decomposition.supports, model)]
-    return dataclasses.replace(report, extra={**report.extra, "blocks": blocks})
+    rows = block_profile(space, decomposition.supports, model)
+    parted = separation(rows)
+    extra = {
+        **report.extra,
+        "blocks": [row.to_dict() for row in rows],
+        "separation": parted.to_dict() if parted is not None else None,
+    }
+    return dataclasses.replace(report, extra=extra)
 
 
 def check(

@@ -134,7 +134,8 @@ def _blocks_table(report: ContractReport) -> Table | None:
         title="Kept per block (share of the block's unit parameters, over components)",
         title_justify="left",
     )
-    for column in ("block", "units", "least kept (component)", "most kept", "max overlap"):
+    columns = ("block", "units", "least kept (component)", "most kept", "mean overlap")
+    for column in (*columns, "max overlap"):
         table.add_column(column, justify="left" if column == "block" else "right")
     for row in blocks[:BLOCK_ROWS]:
         kept = row["kept"]
@@ -144,11 +145,25 @@ def _blocks_table(report: ContractReport) -> Table | None:
             str(row["units"]),
             f"{kept[least]:.2f} ({least})",
             f"{max(kept):.2f}",
+            f"{row.get('mean_overlap', 0.0):.3f}",
             f"{row['max_overlap']:.3f}",
         )
+    notes = [separation_line(report)]
     if len(blocks) > BLOCK_ROWS:
-        table.caption = f"{len(blocks) - BLOCK_ROWS} more blocks in the JSON and HTML reports"
+        notes.append(f"{len(blocks) - BLOCK_ROWS} more blocks in the JSON and HTML reports")
+    table.caption = "\n".join(note for note in notes if note)
     return table
+
+
+def separation_line(report: ContractReport) -> str:
+    """Where the supports part ways (:func:`saved.profile.separation`), in one sentence."""
+    parted = report.extra.get("separation")
+    if not parted:
+        return "the mean overlap never drops from one block to the next"
+    return (
+        f"supports part ways at {parted['block']} (depth {parted['depth']}): mean overlap "
+        f"{parted['before']:.3f} -> {parted['after']:.3f}, the largest drop between blocks"
+    )
 
 
 # --------------------------------------------------------------------------- HTML
@@ -274,6 +289,41 @@ def _blocks_svg(report: ContractReport) -> str:
     )
 
 
+def _overlap_by_depth_svg(report: ContractReport) -> str:
+    """Mean (solid) and max (dashed) pairwise overlap of the supports, block by block along
+    depth; the block where the supports part ways is marked."""
+    blocks = report.extra.get("blocks") or []
+    if len(blocks) < 2:
+        return ""
+    width, height, left, top, plot_h = 420, 180, 34, 22, 120
+    step = (width - left - 10) / (len(blocks) - 1)
+
+    def point(i: int, value: float) -> str:
+        return f"{left + i * step:.1f},{top + plot_h * (1 - value):.1f}"
+
+    mean = " ".join(point(i, row.get("mean_overlap", 0.0)) for i, row in enumerate(blocks))
+    most = " ".join(point(i, row["max_overlap"]) for i, row in enumerate(blocks))
+    parts = [
+        '<text x="2" y="14">overlap by depth (solid: mean, dashed: max; 0 to 1)</text>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" '
+        'stroke="#999"/>',
+        f'<polyline points="{mean}" fill="none" stroke="#2a5db0" stroke-width="2"/>',
+        f'<polyline points="{most}" fill="none" stroke="#b03a2e" stroke-dasharray="4 3"/>',
+    ]
+    parted = report.extra.get("separation")
+    if parted:
+        x = left + parted["depth"] * step
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#555" '
+            f'stroke-dasharray="2 2"><title>{html.escape(separation_line(report))}</title></line>'
+        )
+    parts.append(f'<text x="2" y="{height - 6}">{html.escape(separation_line(report)[:70])}</text>')
+    return (
+        f'<svg class="plot" role="img" aria-label="overlap by depth" width="{width}" '
+        f'height="{height}">' + "".join(parts) + "</svg>"
+    )
+
+
 def _summary_row(name: str, report: ContractReport) -> str:
     contract = report.contract
     status = "holds" if report.holds else "fails"
@@ -304,7 +354,8 @@ def _section(name: str, report: ContractReport) -> str:
     return (
         f"<section><h2>{name}</h2>{_certificate_html(report)}"
         f"<div class='plots'>{_histogram_svg(report)}"
-        f"{_class_bars_svg(report)}{_overlap_svg(report)}{_blocks_svg(report)}</div>"
+        f"{_class_bars_svg(report)}{_overlap_svg(report)}{_blocks_svg(report)}"
+        f"{_overlap_by_depth_svg(report)}</div>"
         f"{table}</section>"
     )
 
