@@ -63,7 +63,11 @@ PAPER: dict[str, dict[str, Any]] = {
     "wanda-structured": {"dis": 0.3795, "overlap": 0.9885, "verdict": "fails both"},
     "mi": {"dis": 0.3491, "overlap": 0.8668, "verdict": "semantic failure"},
     "random": {"verdict": "not reported"},
+    "similarity": {"verdict": "not in the paper"},
 }
+#: RQ2's methods after LBMask (alpha 0 and 1): the paper's baselines, similarity pruning (SP,
+#: issue 18) and random masks
+RQ2_METHODS = ("wanda", "wanda-structured", "mi", "similarity", "random")
 PAPER_RQ1 = {
     "debian14": ("DBPedia-14", PAPER["lbmask a=0"]),
     "debian4": ("AG News", {"dis": 0.2125, "overlap": 0.3950, "verdict": "fails"}),
@@ -175,6 +179,9 @@ class Bench:
             "failed": report.failed_axes,
             "decompose_s": round(decompose_seconds, 1),
             "evaluate_s": round(evaluate_seconds, 1),
+            # per block: mean and max overlap, kept shares (saved.profile; structured only)
+            "blocks": report.extra.get("blocks"),
+            "separation": report.extra.get("separation"),
         }
         log(
             f"{self.name} {label}: Dis {row['dis']:.4f}, bound {row['bound']:.4f}, "
@@ -226,6 +233,49 @@ def paper_cells(paper: dict[str, Any]) -> str:
         f"{key} {paper[key]:.4f}" for key in ("dis", "bound", "overlap") if key in paper
     )
     return f"{numbers} ({paper['verdict']})" if numbers else paper["verdict"]
+
+
+def separation_section(results: dict[str, Any]) -> list[str]:
+    """Layer-wise separation of each model's LBMask (alpha = 0, s = 0.5) decomposition: mean
+    and max overlap of the supports per block along depth (a bar of '#' per 0.05 of mean
+    overlap) and the block where the mean drops most. Empty for rows written before blocks
+    were recorded."""
+    rows = [r for r in results.get("rq1", []) + results.get("rq3", []) if r.get("blocks")]
+    rows = [r for r in rows if r["method"] == "lbmask a=0"]
+    seen: set[str] = set()
+    lines: list[str] = []
+    for row in rows:
+        if row["model"] in seen:
+            continue
+        seen.add(row["model"])
+        if not lines:
+            lines += ["", "## Layer-wise separation (LBMask alpha = 0, s = 0.5)", ""]
+            lines += [
+                "Per block, along depth: the mean and max pairwise Jaccard overlap of the "
+                "components' supports and the least and most a component keeps "
+                "(saved.profile). Random masks at s = 0.5 give a mean of about 1/3 in every "
+                "block; lower is more class-specific.",
+            ]
+        parted = row.get("separation")
+        where = (
+            f"the mean overlap drops most at **{parted['block']}** (depth {parted['depth']}, "
+            f"{parted['before']:.3f} -> {parted['after']:.3f})"
+            if parted
+            else "the mean overlap never drops from one block to the next"
+        )
+        lines += ["", f"### {row['model']}: {where}", ""]
+        lines += [
+            "| block | units | mean overlap | max overlap | least kept | most kept | mean |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for block in row["blocks"]:
+            mean = block.get("mean_overlap", 0.0)
+            lines.append(
+                f"| {block['block']} | {block['units']} | {mean:.3f} | "
+                f"{block['max_overlap']:.3f} | {min(block['kept']):.2f} | "
+                f"{max(block['kept']):.2f} | `{'#' * round(mean / 0.05)}` |"
+            )
+    return lines
 
 
 def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
@@ -295,6 +345,7 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
         for row in results["adaptive"]:
             rates = " ".join(f"{r:.2f}" for r in row["sparsities"])
             lines.append(f"| {row['model']} | {cells(row)} {rates} |")
+    lines += separation_section(results)
     if results.get("phases"):
         lines += ["", "## Time: decomposing MiniLM on the 14-section set, by phase", ""]
         lines += ["| phase | seconds |", "| --- | --- |"]
@@ -483,12 +534,12 @@ def main() -> None:
         results["rq1"] = [base, bench("minilm-debian4").run("lbmask", alpha=0.0)]
     if "rq2" in tables:
         results["rq2"] = [base, text14.run("lbmask", alpha=1.0)]
-        results["rq2"] += [text14.run(m) for m in ("wanda", "wanda-structured", "mi", "random")]
+        results["rq2"] += [text14.run(m) for m in RQ2_METHODS]
     text4 = bench("minilm-debian4")
     base4 = results["rq1"][1] if "rq1" in tables else text4.run("lbmask", alpha=0.0)
     if "rq2" in tables:
         results["rq2_4"] = [base4]
-        results["rq2_4"] += [text4.run(m) for m in ("wanda", "wanda-structured", "mi", "random")]
+        results["rq2_4"] += [text4.run(m) for m in RQ2_METHODS]
     if "rq3" in tables:
         results["rq3"] = [base]
         for name in ("resnet18-fmnist", "vit-fmnist"):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .baselines import MaskContext, magnitude, mi, random, wanda, wanda_structured
+from .baselines import MaskContext, magnitude, mi, random, similarity, wanda, wanda_structured
 from .components import ClassComponents
 from .contract import Contract
 from .inputs import Inputs
@@ -22,7 +22,14 @@ from .masking.space import MaskSpace
 __all__ = ["METHODS", "Masks", "Method", "MethodSpec", "make_masks", "merged_config", "method_spec"]
 
 Method = Literal[
-    "lbmask", "lbmask-unstructured", "wanda", "wanda-structured", "mi", "magnitude", "random"
+    "lbmask",
+    "lbmask-unstructured",
+    "wanda",
+    "wanda-structured",
+    "mi",
+    "similarity",
+    "magnitude",
+    "random",
 ]
 
 
@@ -43,6 +50,7 @@ _REGISTRY: dict[str, MethodSpec] = {
     "wanda": MethodSpec("weights", wanda.masks, True),
     "wanda-structured": MethodSpec("units", wanda_structured.masks, True),
     "mi": MethodSpec("units", mi.masks, True),
+    "similarity": MethodSpec("units", similarity.masks, True),
     "magnitude": MethodSpec("units", magnitude.masks, False),
     "random": MethodSpec("units", random.masks, False),
 }

@@ -20,6 +20,10 @@ class LBMaskConfig:
 
     sparsity: float = 0.5
     alpha: float = 0.0
+    #: what ``alpha`` weighs in the starting logits: the units' weight norms (``"magnitude"``,
+    #: the paper's prior) or similarity pruning's per-component ranking (``"similarity"``,
+    #: :mod:`saved.baselines.similarity`; structured spaces only)
+    prior: Literal["magnitude", "similarity"] = "magnitude"
     objective: Objective = "aggregate"
     allocation: Allocation = "auto"
     steps: int | Literal["auto"] = "auto"
@@ -39,6 +43,8 @@ class LBMaskConfig:
     def __post_init__(self) -> None:
         check_in("sparsity", self.sparsity, "(0, 1)")
         check_in("alpha", self.alpha, "[0, 1]")
+        if self.prior not in ("magnitude", "similarity"):
+            raise ValueError(f"prior: expected 'magnitude' or 'similarity', got {self.prior!r}")
         check_in("boundary_quantile", self.boundary_quantile, "(0, 1]")
         check_in("validation_fraction", self.validation_fraction, "(0, 1)")
         if self.objective not in OBJECTIVES:

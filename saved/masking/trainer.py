@@ -57,19 +57,29 @@ def check_memory(k: int, space: MaskSpace, device: torch.device) -> None:
         )
 
 
-def initial_logits(space: MaskSpace, k: int, alpha: float, generator: torch.Generator) -> Tensor:
-    """``[K, N]`` starting logits: ``alpha`` times the standardised unit norms, plus tie-breaking
-    noise of scale 1e-3 (drawn from ``generator``)."""
+def initial_logits(
+    space: MaskSpace,
+    k: int,
+    alpha: float,
+    generator: torch.Generator,
+    scores: Tensor | None = None,
+) -> Tensor:
+    """``[K, N]`` starting logits: ``alpha`` times the prior standardised within each group
+    (only the ranking inside a group matters), plus tie-breaking noise of scale 1e-3 (drawn from
+    ``generator``). The prior is the unit norms, or ``scores [K, N]`` (one ranking per
+    component: similarity pruning's) when given."""
+    base = space.norms[None].expand(k, -1) if scores is None else scores.cpu()
     prior = torch.cat(
         [
-            (g.norms - g.norms.mean()) / g.norms.std().clamp_min(1e-12)
-            if g.size > 1
-            else torch.zeros(1)
-            for g in space.groups
-        ]
-    )  # standardised within each group: only the ranking inside a group matters
+            (block - block.mean(1, keepdim=True)) / block.std(1, keepdim=True).clamp_min(1e-12)
+            if part.stop - part.start > 1
+            else torch.zeros(k, 1)
+            for block, part in ((base[:, p], p) for _, p in space.group_slices())
+        ],
+        dim=1,
+    )
     noise = torch.randn(k, space.num_units, generator=generator) * 1e-3
-    return alpha * prior.float().expand(k, -1) + noise
+    return alpha * prior.float() + noise
 
 
 def _held_out_rows(
@@ -163,7 +173,7 @@ class MaskTrainer:
             self.train_rows, self.validation_rows = torch.arange(n), None
         k = components.num_components
         check_memory(k, space, self.device)
-        start = initial_logits(space, k, config.alpha, self.generator)
+        start = initial_logits(space, k, config.alpha, self.generator, self._prior_scores())
         self.logits = start.to(self.device).requires_grad_(True)
         self.optimiser = torch.optim.Adam([self.logits], lr=config.lr)
         blocks = space.quota_blocks(config.allocation)
@@ -181,6 +191,18 @@ class MaskTrainer:
         )
         self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
         self.chunk = config.component_chunk or _auto_chunk(self.model, space, k, config.batch_size)
+
+    def _prior_scores(self) -> Tensor | None:
+        """Similarity pruning's ranking when ``config.prior`` asks for it (``alpha`` > 0)."""
+        if self.config.prior != "similarity" or self.config.alpha == 0:
+            return None
+        from ..baselines import MaskContext, similarity
+        from .units import UnitSpace
+
+        if not isinstance(self.space, UnitSpace):
+            raise ValueError("prior: 'similarity' ranks structural units; use it with lbmask")
+        context = MaskContext(self.model, self.calibration, self.components, self.device)
+        return similarity.scores(self.space, context)
 
     def __enter__(self) -> MaskTrainer:
         self._frozen = frozen_eval(self.model)

@@ -92,8 +92,12 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
         "wanda",
         "wanda-structured",
         "mi",
+        "similarity",
         "random",
     ]
+    # every LBMask row carries its layer-wise profile, and the page shows it per model
+    assert all(r["blocks"] for r in result["rq3"] if r["method"] == "lbmask a=0")
+    assert "## Layer-wise separation (LBMask alpha = 0, s = 0.5)" in text
     assert {r["model"] for r in result["rq3"]} == {
         "minilm-debian14",
         "resnet18-fmnist",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import saved
-from saved.baselines import MaskContext, wanda_structured
+from saved.baselines import MaskContext, similarity, wanda_structured
 from saved.baselines._activations import input_norms, wanda_scores
 from saved.components import ClassComponents
 from saved.masking.units import UnitSpace
@@ -181,3 +181,104 @@ def test_mi_on_a_layer_that_runs_at_every_depth(debian_text) -> None:
     assert isinstance(space, UnitSpace)
     assert [(g.kind, g.size) for g in space.groups] == [("heads", 2), ("neurons", 64)]
     assert decomposition.masks.sum(1).tolist() == [1 + 32] * 4
+
+
+# --------------------------------------------------------------------------- similarity pruning
+
+
+def _drop_order_by_hand(patterns: torch.Tensor) -> list[int]:
+    """The SP rule for one component, unit by unit in plain Python: among kept units, the
+    largest cosine to another kept unit; of the units at it, the weakest goes."""
+    columns = [patterns[:, j] for j in range(patterns.shape[1])]
+    kept = list(range(len(columns)))
+    order = [len(columns) - 1] * len(columns)
+    for position in range(len(columns) - 1):
+        closest = {}
+        for i in kept:
+            closest[i] = max(
+                float(nn.functional.cosine_similarity(columns[i], columns[j], dim=0, eps=1e-12))
+                for j in kept
+                if j != i
+            )
+        top = max(closest.values())
+        tied = [i for i in kept if closest[i] >= top - 1e-6]
+        victim = min(tied, key=lambda i: (float(columns[i].norm()), i))
+        order[victim] = position
+        kept.remove(victim)
+    return order
+
+
+def test_similarity_drops_the_weaker_of_two_scaled_copies_first() -> None:
+    """Units: a = (1, 0, 0), b = 2a (cosine 1 with a), c = (0, 1, 1), d = (0, 1, 0.9).
+    a and b are the most alike pair: a (the weaker) goes first. Then b's closest is 0, c and d
+    have cosine 1.9 / sqrt(2 * 1.81) = 0.9986: of them d (norm 1.345 < 1.414) goes. Then b and c
+    (cosine 0): the weaker, c (1.414 < 2), goes; b stays."""
+    a = torch.tensor([1.0, 0, 0])
+    patterns = torch.stack([a, 2 * a, torch.tensor([0, 1.0, 1]), torch.tensor([0, 1.0, 0.9])], 1)
+    assert similarity.drop_order(patterns[None]).tolist() == [[0, 3, 2, 1]]
+    assert _drop_order_by_hand(patterns) == [0, 3, 2, 1]
+
+
+@settings(max_examples=40)
+@given(k=st.integers(1, 3), n=st.integers(2, 6), m=st.integers(2, 7), seed=st.integers(0, 2**16))
+def test_similarity_drop_order_matches_a_plain_loop(k: int, n: int, m: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    patterns = torch.rand(k, n, m, generator=generator, dtype=torch.float64)
+    batched = similarity.drop_order(patterns)
+    for row in range(k):
+        assert batched[row].tolist() == _drop_order_by_hand(patterns[row])
+    assert sorted(batched[0].tolist()) == list(range(m))  # a ranking: every position once
+
+
+def test_similarity_masks_have_exact_sizes_and_leave_the_model_untouched(
+    digits_mlp, digits_xy
+) -> None:
+    from saved import testing
+
+    x, _ = digits_xy
+    digits_mlp.train()  # a mode the call must give back
+    before = testing.state_snapshot(digits_mlp)
+    decomposition = saved.decompose(digits_mlp, x[:400], method="similarity", progress=False)
+    assert testing.state_snapshot(digits_mlp) == before
+    digits_mlp.eval()
+    space = decomposition.space
+    assert isinstance(space, UnitSpace)
+    for (group, part), keep in zip(space.group_slices(), space.keep_counts(0.5), strict=True):
+        assert decomposition.masks[:, part].sum(1).tolist() == [keep] * 10, group.name
+    # components differ: each ranks its own class's activity
+    assert len({tuple(row.tolist()) for row in decomposition.masks}) > 1
+
+
+def test_the_similarity_ranking_starts_lbmask(digits_mlp, digits_xy) -> None:
+    """LBMaskConfig(prior="similarity"): alpha times SP's ranking, standardised per group, is
+    where mask learning starts; with no steps taken the masks are SP's own."""
+    from saved.masking.trainer import initial_logits
+
+    x, _ = digits_xy
+    data = saved.as_inputs(x[:300])
+    space = UnitSpace.of(digits_mlp, x[:2])
+    context = MaskContext(digits_mlp, data, ClassComponents(10), torch.device("cpu"))
+    scores = similarity.scores(space, context)
+    start = initial_logits(space, 10, 1.0, torch.Generator().manual_seed(0), scores)
+    assert torch.equal(space.binarise(start, 0.5), space.binarise(scores, 0.5))
+    # the magnitude prior is what it always was, to the bit: each group's norms, standardised
+    norms = initial_logits(space, 10, 1.0, torch.Generator().manual_seed(0))
+    before = torch.cat([(g.norms - g.norms.mean()) / g.norms.std() for g in space.groups])
+    noise = torch.randn(10, space.num_units, generator=torch.Generator().manual_seed(0)) * 1e-3
+    assert torch.equal(norms, 1.0 * before.float().expand(10, -1) + noise)
+    with pytest.raises(ValueError, match="prior: expected 'magnitude' or 'similarity'"):
+        saved.LBMaskConfig(prior="cosine")  # type: ignore[arg-type]
+
+
+def test_lbmask_from_the_similarity_prior_without_learning_is_similarity_pruning(
+    digits_mlp, digits_xy
+) -> None:
+    x, _ = digits_xy
+    sp = saved.decompose(digits_mlp, x[:300], method="similarity", progress=False)
+    barely = saved.LBMaskConfig(prior="similarity", alpha=1.0, steps=1, lr=1e-7)
+    started = saved.decompose(digits_mlp, x[:300], lbmask=barely, progress=False)
+    assert torch.equal(started.masks, sp.masks)
+    uniform = saved.decompose(
+        digits_mlp, x[:300], lbmask=saved.LBMaskConfig(steps=1, lr=1e-7), progress=False
+    )
+    assert not torch.equal(uniform.masks, sp.masks)  # the prior made the difference
