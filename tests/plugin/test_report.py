@@ -73,10 +73,12 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout
     assert dom.count('<tr class="holds">') + dom.count('<tr class="fails">') == checks
     # histogram, per-class bars, overlap heatmap; and for structured masks over several
-    # blocks the kept-per-block heatmap
+    # blocks the kept-per-block heatmap and the overlap-by-depth plot
     blocks = sum(len(r["report"]["extra"].get("blocks", [])) >= 2 for r in document["results"])
-    assert dom.count("<svg") == 3 * checks + blocks
+    assert dom.count("<svg") == 3 * checks + 2 * blocks
     assert blocks >= 1 and dom.count('aria-label="kept share per block"') == blocks
+    assert dom.count('aria-label="overlap by depth"') == blocks
+    assert dom.count("<polyline") == 2 * blocks  # mean and max overlap, along depth
     assert 'aria-label="margin histogram"' in dom and "kappa cut" in dom
 
     # a warm re-run learns no masks: every decomposition comes from the cache
