@@ -35,6 +35,7 @@ from torch import Tensor, nn
 import saved
 from saved import Decomposition, as_inputs, predict_logits
 from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
+from saved.boundary.rows import broadcast_mask
 from saved.contract import logit_margins
 from saved.embedding import ContinuousForm, continuous_form
 from saved.inputs import Batch, Inputs, match_dtype
@@ -147,7 +148,8 @@ def find_counterexample(
     order = margins.argsort(stable=True)
     positions = form.position_mask
     if form.embedded:
-        shown = x if positions is None else x[_spread(positions, x).expand_as(x).bool()]
+        spread = broadcast_mask(positions, x)
+        shown = x if spread is None else x[spread.expand_as(x).bool()]
         radius = radius if radius is not None else TEXT_RADIUS * float(shown.std())
         low, high = domain if domain is not None else (-float("inf"), float("inf"))
     else:
@@ -168,8 +170,10 @@ def find_counterexample(
         rank, values = candidate
         index = int(order[rank])
         delta = torch.from_numpy(values.copy()).to(x.dtype).view(1, *shape)
-        if positions is not None:  # padding stays as it is
-            delta = delta * _spread(positions[index : index + 1], delta)
+        row = positions[index : index + 1] if positions is not None else None
+        keep = broadcast_mask(row, delta)
+        if keep is not None:  # padding stays as it is
+            delta = delta * keep
         moved = (x[index : index + 1] + delta).clamp(low, high)
         fields = inputs.fields_at(slice(index, index + 1))
         fields[form.field] = moved.to(inputs.fields[form.field].dtype)
@@ -210,9 +214,3 @@ def find_counterexample(
         decomposed=int(decomposition.predict(point)[0]),
         margin=float(logit_margins(logits)[0]),
     )
-
-
-def _spread(mask: Tensor, like: Tensor) -> Tensor:
-    """A ``[n, positions]`` 0/1 mask viewed to broadcast against ``like`` (``[n, positions,
-    ...]``)."""
-    return mask.to(like.dtype).view(*mask.shape, *([1] * (like.dim() - mask.dim())))
