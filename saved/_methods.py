@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .baselines import MaskContext, magnitude, mi, random, similarity, wanda, wanda_structured
 from .components import ClassComponents
 from .contract import Contract
+from .distributed import Ranks
 from .inputs import Inputs
 from .masking.adaptive import adaptive_sparsity
 from .masking.lbmask import LBMaskConfig, train_masks
@@ -116,11 +117,14 @@ def make_masks(
     seed: int,
     batch_size: int,
     progress: bool,
+    ranks: Ranks | None = None,
 ) -> Masks:
     """Learn (LBMask) or score (a baseline) one mask per component over ``space``.
 
     ``calibration`` is the data (its first ``n_data`` rows) plus mined boundary points;
     ``adaptive`` is the contract whose budget ``sparsity="auto"`` keeps, None for one sparsity.
+    With ``ranks``, LBMask's components are split across the group; scores and the adaptive
+    search run whole on every rank (deterministic, so every rank gets the same masks).
     """
     if chosen.masks is not None:
         context = MaskContext(model, calibration, components, device, batch_size)
@@ -138,6 +142,7 @@ def make_masks(
         progress=progress,
         sources=sources,
         reference=reference,
+        ranks=ranks,
     )
     rates: float | list[float] = config.sparsity
     if adaptive is not None:

@@ -4,12 +4,18 @@
     saved check module:function     decompose and check your model; the function returns
                                     (model, data), (model, data, labels) or
                                     (model, data, labels, calibration)
+    saved decompose module:function --save masks.safetensors
+                                    decompose only (on the calibration data when the
+                                    function returns one), and store the masks
     saved report FILE.json          render a stored report
     saved plan --eps 0.1 --expected-dis 0.02
                                     how many samples a contract needs to be able to pass
 
 ``check`` and ``report`` exit with 0 when the contract holds and 1 when it fails; errors print
 one line and exit with 2 (``--debug`` shows the traceback).
+
+Under ``torchrun --nproc-per-node N -m saved check|decompose ...`` the components are split
+across the N processes (:mod:`saved.distributed`); rank 0 alone prints and writes files.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -61,6 +68,49 @@ def _write_outputs(report: Any, args: argparse.Namespace, console: Console) -> N
         console.print(f"HTML written to {args.html}")
 
 
+def _under_torchrun() -> bool:
+    """Launched by torchrun with more than one process: decompose across them."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _leader() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``decompose`` (and ``check``) the options ask for."""
+    from .inputs import DEFAULT_BATCH_SIZE
+
+    lbmask, sparsity = _lbmask_from(args)
+    return {
+        "method": args.method,
+        "contract": _contract_from(args),
+        "sparsity": sparsity,
+        "lbmask": lbmask,
+        "device": args.device,
+        "seed": args.seed,
+        "progress": not args.quiet,
+        "distributed": True if _under_torchrun() else None,
+        "batch_size": DEFAULT_BATCH_SIZE if args.batch_size is None else args.batch_size,
+    }
+
+
+def _lbmask_from(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The LBMask settings the options ask for and the sparsity argument of ``decompose``
+    (only ``"auto"`` goes there; a number is part of the settings)."""
+    from .masking.lbmask import LBMaskConfig
+
+    sparsity = _sparsity(args.sparsity)
+    settings: dict[str, Any] = {"alpha": args.alpha}
+    if sparsity != "auto":
+        settings["sparsity"] = sparsity
+    if args.steps is not None:
+        settings["steps"] = args.steps
+    if args.component_chunk is not None:
+        settings["component_chunk"] = args.component_chunk
+    return LBMaskConfig(**settings), "auto" if sparsity == "auto" else None
+
+
 def _run_check(
     model: Any,
     data: Any,
@@ -71,7 +121,7 @@ def _run_check(
 ) -> Any:
     from .pipeline import check
 
-    contract = _contract_from(args)
+    options = _engine_options(args)
     started = time.perf_counter()
     report = check(
         model,
@@ -80,13 +130,7 @@ def _run_check(
         calibration=calibration,
         evaluation_fraction=args.evaluation_fraction,
         same_samples=args.same_samples,
-        method=args.method,
-        contract=contract,
-        sparsity=_sparsity(args.sparsity),
-        alpha=args.alpha,
-        device=args.device,
-        seed=args.seed,
-        progress=not args.quiet,
+        **options,
     )
     console.print(report)
     _write_outputs(report, args, console)
@@ -155,6 +199,28 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     model, data, labels, calibration = _load_target(args.target)
     report = _run_check(model, data, labels, args, console, calibration)
     return 0 if report.holds else 1
+
+
+def _decompose(args: argparse.Namespace, console: Console) -> int:
+    """Decompose the function's model and store the masks (no certificate: ``check`` does
+    that on held-out samples)."""
+    from .pipeline import decompose
+
+    options = _engine_options(args)  # checks the options before the user's code runs
+    model, data, labels, calibration = _load_target(args.target)
+    if calibration is not None:
+        data, labels = calibration, None
+    started = time.perf_counter()
+    decomposition = decompose(model, data, labels=labels, **options)
+    if _leader():
+        decomposition.save(args.save)
+    ranks = decomposition.metadata.get("distributed", {}).get("ranks", 1)
+    console.print(
+        f"{args.method}: {decomposition.components.num_components} components at sparsity "
+        f"{decomposition.sparsity} in {time.perf_counter() - started:.1f} s on {ranks} "
+        f"process{'es' if ranks > 1 else ''}; masks written to {args.save}"
+    )
+    return 0
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
@@ -238,6 +304,19 @@ def _add_contract(parser: argparse.ArgumentParser) -> None:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)"
     )
     group.add_argument("--quiet", action="store_true", help="no progress bars")
+    group.add_argument(
+        "--batch-size", type=int, default=None, help="samples per forward pass (default 256)"
+    )
+    group.add_argument(
+        "--steps", type=int, default=None, help="LBMask steps (default: automatic stopping)"
+    )
+    group.add_argument(
+        "--component-chunk",
+        type=int,
+        default=None,
+        help="components per masked pass (default: by activation size); under torchrun, "
+        "chunks are what the processes share",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -255,6 +334,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_contract(check)
     _add_outputs(check)
     check.set_defaults(run=_check)
+    decompose = sub.add_parser("decompose", help="decompose module:function's model, save masks")
+    decompose.add_argument("target", help="module:function returning (model, data[, labels])")
+    decompose.add_argument(
+        "--save", required=True, metavar="PATH", help="where the masks go (.safetensors)"
+    )
+    _add_contract(decompose)
+    decompose.set_defaults(run=_decompose)
     plan = sub.add_parser("plan", help="samples a contract needs to be able to pass")
     plan.add_argument("--eps", type=float, default=0.1)
     plan.add_argument("--kappa", type=float, default=0.2)
@@ -277,7 +363,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=False)
+    console = Console(stderr=False, quiet=not _leader())  # one voice under torchrun
     try:
         code: int = args.run(args, console)
     except (UsageError, ValueError, TypeError, OSError, RuntimeError, MemoryError) as error:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from .boundary import (
 from .components import Aggregator, ClassComponents
 from .contract import Contract
 from .decomposition import Decomposition
+from .distributed import ranks_for
 from .estimate import PROBE_FROM, Estimate, estimate_seconds, probe_step
 from .evaluation import assess
 from .holdout import holdout
@@ -38,6 +40,7 @@ from .inputs import (
     sample_inputs,
 )
 from .masking.lbmask import LBMaskConfig
+from .masking.trainer import auto_chunk
 from .masking.units import MaskSpace, UnitSpace
 from .masking.weights import WeightSpace
 from .profile import block_profile, separation
@@ -68,6 +71,7 @@ def decompose(
     keep: Tensor | None = None,
     time_budget: float | None = None,
     on_estimate: Callable[[Estimate], None] | None = None,
+    distributed: bool | None = None,
 ) -> Decomposition:
     """Split ``model`` into class-wise components (SAVED Phases 1-3).
 
@@ -104,6 +108,11 @@ def decompose(
         on_estimate: called with the :class:`saved.estimate.Estimate` before the long work
             starts; with ``progress`` the estimate is also printed (on stderr) when it is
             10 s or more.
+        distributed: split LBMask's components across the ranks of torch.distributed
+            (:mod:`saved.distributed`): ``None`` when a group with more than one rank is
+            initialised, ``True`` also initialises one from torchrun's environment, ``False``
+            never. Every rank must hold the same model and data, and gets the same
+            decomposition, bit for bit equal to a single process's.
     """
     chosen = method_spec(method)
     config = merged_config(lbmask, sparsity, alpha)
@@ -118,7 +127,10 @@ def decompose(
     inputs = match_dtype(
         sample_inputs(data, labels, max_samples=max_samples, seed=seed, keep=keep), model
     )
-    run_on = resolve_device(model, device)
+    ranks, run_on = ranks_for(distributed, resolve_device(model, device))
+    if ranks is not None:
+        ranks.check_same(model, inputs)
+        progress = progress and ranks.leader
     started = time.perf_counter()
     reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
     per_sample = (time.perf_counter() - started) / len(inputs)
@@ -163,6 +175,10 @@ def decompose(
             model, inputs, components, space, config, device=run_on, reference=reference
         )
         estimate = _estimate(seconds)
+    if ranks is not None and chosen.masks is None:  # this rank's share of the chunks
+        chunks = math.ceil(k / (config.component_chunk or auto_chunk(model, space, k, config)))
+        share = math.ceil(chunks / ranks.world) / chunks
+        estimate = dataclasses.replace(estimate, masks=estimate.masks * share)
     if on_estimate is not None:
         on_estimate(estimate)
     if progress and estimate.total >= 10:
@@ -202,6 +218,7 @@ def decompose(
         seed=seed,
         batch_size=batch_size,
         progress=progress,
+        ranks=ranks,
     )
     metadata: dict[str, Any] = {
         "seconds": round(time.perf_counter() - started, 2),
@@ -219,6 +236,9 @@ def decompose(
     }
     if made.training:
         metadata["training"] = made.training
+    if ranks is not None:
+        metadata["distributed"] = ranks.summary()
+        metadata = ranks.from_leader(metadata)  # rank 0's clock: the same record everywhere
     return Decomposition(
         model, space, components, made.masks, method, made.rates, metadata, made.ranking
     )
@@ -235,6 +255,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     keep: Tensor | None = None,
     split: SampleSplit | None = None,
+    distributed: bool | None = None,
 ) -> ContractReport:
     """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4).
 
@@ -247,26 +268,38 @@ def evaluate(
         keep: a boolean mask over the samples of ``data``: evaluate those only (the
             evaluation part of :func:`saved.holdout`).
         split: which samples decomposed and which certify, recorded in the report.
+        distributed: shard the data across the ranks of torch.distributed (as in
+            :func:`decompose`): each rank runs every ``world``-th chunk, and every rank
+            returns the same report, equal to a single process's.
     """
     if decomposition.model is not model:
         raise ValueError("decomposition: it was made for a different model object")
     contract = contract or Contract(**decomposition.metadata.get("contract", {}))
-    run_on = resolve_device(model, device)
+    ranks, run_on = ranks_for(distributed, resolve_device(model, device))
     runner = on_device(model, run_on)  # one copy for all chunks when the device differs
     references, decomposed, label_rows = GrowingRows(), GrowingRows(), GrowingRows()
     chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
-    for chunk in chunks:
-        references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
-        decomposed.add(
-            decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
-        )
+    classes = decomposition.components.num_classes
+    for index, chunk in enumerate(chunks):
+        if ranks is not None and not ranks.owns(index):  # another rank's: zeros, summed below
+            references.add(torch.zeros(len(chunk), classes))
+            decomposed.add(torch.zeros(len(chunk), dtype=torch.long))
+        else:
+            references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
+            decomposed.add(
+                decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
+            )
         if chunk.labels is not None:
             label_rows.add(chunk.labels)
+    reference_logits, predictions = references.all(), decomposed.all()
+    if ranks is not None:
+        reference_logits = ranks.combine(reference_logits.contiguous())
+        predictions = ranks.combine(predictions.long().contiguous())
     space = decomposition.space
     report = assess(
         contract,
-        references.all(),
-        decomposed.all(),
+        reference_logits,
+        predictions,
         decomposition.supports,
         # sizes in parameters: with per-component sparsities or kind-wide quotas, layers keep
         # different shares of their units, and a unit's cost differs between layers
@@ -301,6 +334,7 @@ def check(
     device: torch.device | str | None = None,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    distributed: bool | None = None,
     **kwargs: Any,
 ) -> ContractReport:
     """:func:`decompose` then :func:`evaluate`, certifying on samples the decomposition never
@@ -310,8 +344,8 @@ def check(
     prediction) is held out to certify and the rest decomposes; with ``calibration=`` that
     data decomposes and all of ``data`` certifies; ``same_samples=True`` is the paper's literal
     Algorithm 1 (labelled in the report: its bound is not valid). ``batch_size`` applies to
-    every step (the split, decomposition and evaluation); other keyword arguments go to
-    :func:`decompose`.
+    every step (the split, decomposition and evaluation); ``distributed`` to both steps (the
+    split runs whole on every rank); other keyword arguments go to :func:`decompose`.
     """
     contract = contract or Contract()
     plan = holdout(
@@ -335,6 +369,7 @@ def check(
         device=device,
         seed=seed,
         batch_size=batch_size,
+        distributed=distributed,
         **kwargs,
     )
     return evaluate(
@@ -347,4 +382,5 @@ def check(
         batch_size=batch_size,
         keep=plan.evaluate_keep,
         split=plan.split,
+        distributed=distributed,
     )

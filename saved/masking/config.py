@@ -38,7 +38,7 @@ class LBMaskConfig:
     eval_every: int = 25
     patience: int = 3
     time_budget: float | None = None  # seconds of mask learning; None: no limit
-    component_chunk: int | None = None  # None: by activation size (see _auto_chunk)
+    component_chunk: int | None = None  # None: by activation size (see trainer.auto_chunk)
 
     def __post_init__(self) -> None:
         check_in("sparsity", self.sparsity, "(0, 1)")

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from .._progress import progress_bar
 from ..components import ClassComponents
+from ..distributed import Ranks
 from ..inputs import Inputs
 from .config import LBMaskConfig
 from .space import MaskSpace
@@ -91,6 +92,7 @@ def train_masks(
     sources: Tensor | None = None,
     callback: Callable[[int, Tensor], None] | None = None,
     reference: Tensor | None = None,
+    ranks: Ranks | None = None,
 ) -> MaskRun:
     """Train mask logits for every component (see the module docstring for when it stops).
 
@@ -98,6 +100,8 @@ def train_masks(
         sources: the data sample of each calibration row (see :class:`MaskTrainer`).
         callback: called as ``callback(step, logits)`` after every step (learning curves).
         reference: the model's logits on ``calibration``, if known (see :class:`MaskTrainer`).
+        ranks: the process group sharing the run (:mod:`saved.distributed`); every rank
+            returns the same logits, and rank 0 alone shows progress.
 
     Returns:
         A :class:`MaskRun`; binarise its ``[K, N]`` CPU logits with
@@ -114,8 +118,10 @@ def train_masks(
         device=device,
         sources=sources,
         reference=reference,
+        ranks=ranks,
     )
     auto = trainer.validation_rows is not None
+    progress = progress and (ranks is None or ranks.leader)
     best_loss, best_step, best_logits = math.inf, 0, trainer.logits.detach().clone()
     stale, stopped, history = 0, "steps" if config.steps != "auto" else "max_steps", []
     started = time.perf_counter()
@@ -128,8 +134,12 @@ def train_masks(
             if callback is not None:
                 callback(step, trainer.logits.detach())
             elapsed = time.perf_counter() - started
-            if config.time_budget is not None and elapsed * (step + 1) / step > config.time_budget:
-                stopped = "time_budget"  # the next step would overrun the budget
+            if config.time_budget is not None:
+                over = elapsed * (step + 1) / step > config.time_budget
+                if ranks is not None:
+                    over = ranks.any(over)  # clocks differ: the ranks stop together
+                if over:
+                    stopped = "time_budget"  # the next step would overrun the budget
             if auto and (step % config.eval_every == 0 or stopped == "time_budget"):
                 loss = trainer.validation_loss()
                 history.append({"step": step, "validation": loss, "seconds": elapsed})

@@ -21,6 +21,7 @@ from .._runtime import (
 )
 from ..components import ClassComponents
 from ..contract import logit_margins
+from ..distributed import Ranks
 from ..inputs import Inputs, batch_to, trim_padding
 from .config import LBMaskConfig
 from .objectives import ObjectiveTargets, objective_loss
@@ -32,6 +33,7 @@ __all__ = [
     "MIN_SOURCES",
     "VALIDATION_ROWS",
     "MaskTrainer",
+    "auto_chunk",
     "initial_logits",
 ]
 
@@ -115,6 +117,8 @@ class MaskTrainer:
         reference: the model's ``[rows, C]`` logits on ``calibration`` when the caller has
             them (``decompose`` does, from its own pass and boundary mining's); ``None``: one
             pass computes them.
+        ranks: the process group sharing this run (:mod:`saved.distributed`): this process
+            runs only its chunks of components, and every rank ends with the same logits.
     """
 
     def __init__(
@@ -129,8 +133,10 @@ class MaskTrainer:
         device: torch.device | str | None = None,
         sources: Tensor | None = None,
         reference: Tensor | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.config, self.space, self.components = config, space, components
+        self.ranks = ranks
         self.calibration = calibration
         self.generator = torch.Generator().manual_seed(seed)
         self.device = resolve_device(model, device)
@@ -190,7 +196,14 @@ class MaskTrainer:
             device=self.device,
         )
         self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
-        self.chunk = config.component_chunk or _auto_chunk(self.model, space, k, config.batch_size)
+        self.chunk = config.component_chunk or auto_chunk(self.model, space, k, config)
+        self._chunks = [slice(i, min(i + self.chunk, k)) for i in range(0, k, self.chunk)]
+        # the components whose masked passes run here (all of them in a single process)
+        self._owned = torch.zeros(k, dtype=torch.bool)
+        for index, part in enumerate(self._chunks):
+            self._owned[part] = ranks is None or ranks.owns(index)
+        floating = [p.dtype for p in self.model.parameters() if p.is_floating_point()]
+        self._dtype = floating[0] if floating else torch.float32  # the masked passes' dtype
 
     def _prior_scores(self) -> Tensor | None:
         """Similarity pruning's ranking when ``config.prior`` asks for it (``alpha`` > 0)."""
@@ -225,13 +238,24 @@ class MaskTrainer:
     def _component_logits(self, masks: Tensor, rows: Tensor) -> Tensor:
         """``[K, B, C]`` logits of the K masked models on the calibration ``rows``."""
         batch = trim_padding(self.calibration.batch(rows, self.device))
-        k = masks.shape[0]
-        parts = []
-        for first in range(0, k, self.chunk):
-            members = masks[first : first + self.chunk]
+        parts: list[Tensor | None] = []
+        for index, part in enumerate(self._chunks):
+            if self.ranks is not None and not self.ranks.owns(index):
+                parts.append(None)  # another rank's chunk: filled in by combine below
+                continue
+            members = masks[part]
             out = self.space.run(self.model, members, batch)
             parts.append(out.view(members.shape[0], -1, out.shape[-1]))
-        return torch.cat(parts)
+        if self.ranks is None:
+            return torch.cat([p for p in parts if p is not None])
+        shape = (masks.shape[0], rows.numel(), self.components.num_classes)
+        shared = torch.zeros(shape, dtype=self._dtype, device=self.device)
+        for part, mine in zip(self._chunks, parts, strict=True):
+            if mine is not None:
+                shared[part] = mine.detach()
+        self.ranks.combine(shared)  # every chunk's logits, each from its owner
+        pairs = zip(self._chunks, parts, strict=True)
+        return torch.cat([shared[part] if mine is None else mine for part, mine in pairs])
 
     def _loss(self, logits: Tensor, rows: Tensor) -> Tensor:
         return objective_loss(
@@ -257,6 +281,11 @@ class MaskTrainer:
         penalty = (kept - self.keep_fraction).pow(2).sum(1).mean()
         total = loss + config.sparsity_weight * penalty
         total.backward()
+        if self.ranks is not None:
+            grad = self.logits.grad
+            assert grad is not None
+            grad[~self._owned.to(grad.device)] = 0.0  # each row's gradient from its owner
+            self.ranks.combine(grad)
         self.optimiser.step()
         return float(total.detach())
 
@@ -280,7 +309,7 @@ class MaskTrainer:
 ACTIVATION_BUDGET = 1 << 22
 
 
-def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> int:
+def auto_chunk(model: nn.Module, space: MaskSpace, k: int, config: LBMaskConfig) -> int:
     """Components per pass: all K unless their activations exceed ``ACTIVATION_BUDGET``.
 
     Measured with benchmarks/lbmask.py (docs/BENCHMARKS.md): a pass over K * B rows costs less
@@ -305,7 +334,7 @@ def _auto_chunk(model: nn.Module, space: MaskSpace, k: int, batch_size: int) -> 
         for hook in hooks:
             hook.remove()
     rows = next(iter(example.values())).shape[0] if isinstance(example, dict) else example.shape[0]
-    per_component = elements / rows * batch_size
+    per_component = elements / rows * config.batch_size
     largest = max(1, min(k, int(ACTIVATION_BUDGET // max(per_component, 1))))
     # equal chunks: uneven ones alternate two batch shapes, which measured slower for convs
     return math.ceil(k / math.ceil(k / largest))
