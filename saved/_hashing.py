@@ -37,7 +37,7 @@ def model_digest(model: nn.Module) -> str:
     return _digest_all(model.state_dict().items())
 
 
-class _InputsHasher:
+class InputsHasher:
     """sha256 over input fields and labels, fed chunk by chunk (a DataLoader is never held in
     memory whole). The digest does not depend on where the chunks are cut: each field is hashed
     row after row, and its row shape and dtype enter the hash only when they change (text
@@ -69,7 +69,7 @@ class _InputsHasher:
 
 def inputs_digest(inputs: Inputs) -> str:
     """sha256 over the input fields and labels (equal to the streamed :func:`fingerprint`)."""
-    hasher = _InputsHasher()
+    hasher = InputsHasher()
     hasher.update(inputs)
     return hasher.hexdigest()
 
@@ -89,7 +89,7 @@ def fingerprint(value: object, labels: object = None) -> str:
         return model_digest(value)
     if isinstance(value, Tensor) and labels is None:
         return tensor_digest(value)
-    hasher = _InputsHasher()
+    hasher = InputsHasher()
     for chunk in iter_inputs(value, labels):
         hasher.update(chunk)
     return hasher.hexdigest()

@@ -31,8 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ._hashing import inputs_digest, model_digest
-from .inputs import Inputs
+from ._hashing import model_digest
 
 __all__ = ["ENV", "Ranks", "ranks_for"]
 
@@ -98,10 +97,10 @@ class Ranks:
         dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
-    def check_same(self, model: nn.Module, inputs: Inputs) -> None:
-        """Refuse to run when the ranks do not hold the same weights and data: the sums above
-        would silently mix two models."""
-        mine = (model_digest(model), inputs_digest(inputs))
+    def check_same(self, model: nn.Module, data_digest: str) -> None:
+        """Refuse to go on when the ranks do not hold the same weights and data (the data's
+        :func:`saved.fingerprint`): the sums above would silently mix two models."""
+        mine = (model_digest(model), data_digest)
         every: list[Any] = [None] * self.world
         dist.all_gather_object(every, mine)
         for rank, (weights, data) in enumerate(every):

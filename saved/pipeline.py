@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from ._hashing import inputs_digest
+from ._hashing import InputsHasher, inputs_digest
 from ._methods import METHODS, Method, make_masks, merged_config, method_spec
 from ._rows import GrowingRows
 from ._runtime import on_device, predict_logits, resolve_device
@@ -129,7 +129,7 @@ def decompose(
     )
     ranks, run_on = ranks_for(distributed, resolve_device(model, device))
     if ranks is not None:
-        ranks.check_same(model, inputs)
+        ranks.check_same(model, inputs_digest(inputs))
         progress = progress and ranks.leader
     started = time.perf_counter()
     reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
@@ -280,7 +280,10 @@ def evaluate(
     references, decomposed, label_rows = GrowingRows(), GrowingRows(), GrowingRows()
     chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
     classes = decomposition.components.num_classes
+    seen = InputsHasher()  # under ranks: that every rank read the same samples
     for index, chunk in enumerate(chunks):
+        if ranks is not None:
+            seen.update(chunk)
         if ranks is not None and not ranks.owns(index):  # another rank's: zeros, summed below
             references.add(torch.zeros(len(chunk), classes))
             decomposed.add(torch.zeros(len(chunk), dtype=torch.long))
@@ -293,6 +296,7 @@ def evaluate(
             label_rows.add(chunk.labels)
     reference_logits, predictions = references.all(), decomposed.all()
     if ranks is not None:
+        ranks.check_same(model, seen.hexdigest())
         reference_logits = ranks.combine(reference_logits.contiguous())
         predictions = ranks.combine(predictions.long().contiguous())
     space = decomposition.space

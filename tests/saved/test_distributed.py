@@ -15,7 +15,8 @@ import torch
 from saved.distributed import ranks_for
 
 # The user's module: each rank builds the same model and data (a seeded MLP trained on the
-# real digits). ``skewed`` seeds the model by rank: the engine must refuse it.
+# real digits). ``skewed`` seeds the model by rank and ``shuffled`` reverses rank 1's samples:
+# the engine must refuse both.
 CASE = """
 import os
 
@@ -30,6 +31,13 @@ def make(seed=0):
 
 def skewed():
     return make(seed=int(os.environ["RANK"]))
+
+
+def shuffled():
+    model, x, y = make()
+    if os.environ["RANK"] == "1":
+        x, y = x.flip(0), y.flip(0)
+    return model, x, y
 """
 CHUNK = 3  # 10 components in chunks [0-2] [3-5] [6-8] [9]: ranks 0 and 1 take two each
 
@@ -111,10 +119,19 @@ def test_the_sharded_check_gives_the_single_process_report(case: Path) -> None:
     assert _without_clocks(together) == _without_clocks(alone)
 
 
-def test_ranks_with_different_weights_are_refused(case: Path) -> None:
-    ran = _launch(case, 2, "decompose", "case_under_test:skewed", "--save", "m.safetensors")
+@pytest.mark.parametrize(
+    ("case_name", "message"),
+    [
+        ("skewed", "rank 1's model weights differ from rank 0's"),
+        ("shuffled", "rank 1's data differ from rank 0's"),
+    ],
+)
+def test_ranks_with_different_weights_or_data_are_refused(
+    case: Path, case_name: str, message: str
+) -> None:
+    ran = _launch(case, 2, "decompose", f"case_under_test:{case_name}", "--save", "m.safetensors")
     assert ran.returncode != 0
-    assert "rank 1's model weights differ from rank 0's" in ran.stderr
+    assert message in ran.stderr
     assert not (case / "m.safetensors").exists()
 
 
