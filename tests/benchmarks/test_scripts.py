@@ -326,3 +326,29 @@ def test_coverage_smoke(tmp_path: Path) -> None:
     assert "| mobilenet_v2 | torchvision |" in text
     assert "None: every cell above works or is a deliberate refusal." in text
     assert _rendered_again("benchmarks/coverage.py", out, tmp_path) == text
+
+
+def test_scale_smoke(tmp_path: Path) -> None:
+    """One process with 1 thread and two gloo ranks (smoke mode skips the 2-thread run): the
+    runs' JSON rows, the masks the ranks learned equal to the process's, the budget's sums."""
+    result = _last_json_line(
+        "benchmarks/scale.py",
+        "--smoke",
+        "--steps",
+        "3",
+        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    alone, two = result["runs"]
+    assert (alone["ranks"], alone["threads"]) == (1, 1)
+    assert (two["ranks"], two["threads"]) == (2, 1)
+    assert all(row["steps"] == 3 and row["n"] == 48 for row in result["runs"])
+    assert two["masks_sha256"] == alone["masks_sha256"]  # same thread count: bit for bit
+    assert two["collective_s"] > 0 and alone["collective_s"] == 0
+    assert result["same_masks"] and "speedup_vs_2_threads" not in result
+    assert result["efficiency"] == round(alone["total_s"] / (2 * two["total_s"]), 2)
+    spent = result["budget"]
+    chunks, step, steps = spent["chunks"], spent["step_s"], spent["steps"]
+    assert chunks == -(-14 // spent["component_chunk"])
+    for ranks, seconds in spent["learning_s_by_ranks"].items():
+        share = -(-chunks // int(ranks)) / chunks
+        assert seconds == pytest.approx(step * steps * share, abs=0.051)
