@@ -11,13 +11,13 @@ row from its owner — and then take the same optimiser step. Adding zeros is ex
 masks are bit-identical to a single process's with the same settings, and every rank returns
 the same :class:`saved.Decomposition`; nothing is gathered at the end.
 
-Evaluation is sharded the same way: data chunk ``i`` (``STREAM_BATCHES`` batches) is run on
-rank ``i % world``, and the reference logits and decomposed predictions are summed into full
-tensors on every rank, which then computes the identical report.
+Boundary mining deals out its batches (batch ``i`` to rank ``i % world``; each batch seeds its
+own random starts, so the points do not depend on who mined them) and gathers the results.
+Evaluation deals out its batches the same way, and the reference logits and decomposed
+predictions are summed into full tensors on every rank, which then computes the identical
+report. Score-based baselines and the adaptive-sparsity search run whole on every rank.
 
-gloo on the CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``). Boundary mining and the
-score-based baselines run whole on every rank (they are a small share of the time; splitting
-mining by samples would change PGD's batches and so its results).
+gloo on the CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,16 @@ class Ranks:
         self.spent["calls"] += 1
         return bool(value.item())
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank (picklable objects: mining's
+        per-batch results, whose sizes differ)."""
+        started = time.perf_counter()
+        every: list[Any] = [None] * self.world
+        dist.all_gather_object(every, value)
+        self.spent["seconds"] += time.perf_counter() - started
+        self.spent["calls"] += 1
+        return every
+
     def summary(self) -> dict[str, float]:
         """What the decomposition's metadata records of the group's work."""
         spent = self.spent
@@ -101,8 +111,7 @@ class Ranks:
         """Refuse to go on when the ranks do not hold the same weights and data (the data's
         :func:`saved.fingerprint`): the sums above would silently mix two models."""
         mine = (model_digest(model), data_digest)
-        every: list[Any] = [None] * self.world
-        dist.all_gather_object(every, mine)
+        every = self.gather(mine)
         for rank, (weights, data) in enumerate(every):
             if weights != mine[0]:
                 raise ValueError(

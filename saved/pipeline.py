@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -35,6 +35,7 @@ from .inputs import (
     DEFAULT_BATCH_SIZE,
     STREAM_BATCHES,
     Batch,
+    Inputs,
     iter_inputs,
     match_dtype,
     sample_inputs,
@@ -175,10 +176,14 @@ def decompose(
             model, inputs, components, space, config, device=run_on, reference=reference
         )
         estimate = _estimate(seconds)
-    if ranks is not None and chosen.masks is None:  # this rank's share of the chunks
+    if ranks is not None:  # this rank's share of mining's batches and of the component chunks
+        batches = math.ceil(len(inputs) / batch_size)
         chunks = math.ceil(k / (config.component_chunk or auto_chunk(model, space, k, config)))
-        share = math.ceil(chunks / ranks.world) / chunks
-        estimate = dataclasses.replace(estimate, masks=estimate.masks * share)
+        estimate = dataclasses.replace(
+            estimate,
+            mining=estimate.mining * math.ceil(batches / ranks.world) / batches,
+            masks=estimate.masks * math.ceil(chunks / ranks.world) / chunks,
+        )
     if on_estimate is not None:
         on_estimate(estimate)
     if progress and estimate.total >= 10:
@@ -193,6 +198,7 @@ def decompose(
             seed=seed,
             progress=progress,
             reference=reference,
+            distributed=ranks is not None,
         )
     if chosen.calibration and mined is not None and bool(mined.refined.any()):
         calibration = calibration_set(inputs, mined, model)
@@ -281,17 +287,23 @@ def evaluate(
     chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
     classes = decomposition.components.num_classes
     seen = InputsHasher()  # under ranks: that every rank read the same samples
-    for index, chunk in enumerate(chunks):
+    batch_index = 0
+    for chunk in chunks:
+        # alone, the whole chunk; under ranks, its batches dealt out one by one (the same
+        # batches as alone, so the same logits; a chunk each would leave ranks idle)
+        parts = [chunk] if ranks is None else list(_batches_of(chunk, batch_size))
+        for part in parts:
+            if ranks is not None and not ranks.owns(batch_index):  # zeros, summed below
+                references.add(torch.zeros(len(part), classes))
+                decomposed.add(torch.zeros(len(part), dtype=torch.long))
+            else:
+                references.add(predict_logits(runner, part, device=run_on, batch_size=batch_size))
+                decomposed.add(
+                    decomposition.predict(part, device=run_on, batch_size=batch_size, runner=runner)
+                )
+            batch_index += 1
         if ranks is not None:
             seen.update(chunk)
-        if ranks is not None and not ranks.owns(index):  # another rank's: zeros, summed below
-            references.add(torch.zeros(len(chunk), classes))
-            decomposed.add(torch.zeros(len(chunk), dtype=torch.long))
-        else:
-            references.add(predict_logits(runner, chunk, device=run_on, batch_size=batch_size))
-            decomposed.add(
-                decomposition.predict(chunk, device=run_on, batch_size=batch_size, runner=runner)
-            )
         if chunk.labels is not None:
             label_rows.add(chunk.labels)
     reference_logits, predictions = references.all(), decomposed.all()
@@ -323,6 +335,12 @@ def evaluate(
         "separation": parted.to_dict() if parted is not None else None,
     }
     return dataclasses.replace(report, extra=extra)
+
+
+def _batches_of(chunk: Inputs, batch_size: int) -> Iterator[Inputs]:
+    """``chunk`` cut into the batches ``predict_logits`` would run, each as its own Inputs."""
+    for start in range(0, len(chunk), batch_size):
+        yield chunk.select(torch.arange(start, min(start + batch_size, len(chunk))))
 
 
 def check(

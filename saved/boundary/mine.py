@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .._progress import progress_bar
 from .._runtime import frozen_eval, on_device, resolve_device
 from ..contract import logit_margins
+from ..distributed import ranks_for
 from ..embedding import ContinuousForm, continuous_form
 from ..inputs import DEFAULT_BATCH_SIZE, as_inputs, match_dtype
 from .bisect import Pairs, bisect
@@ -59,6 +60,7 @@ def mine_boundary(
     progress: bool = False,
     targets: Tensor | None = None,
     reference: Tensor | None = None,
+    distributed: bool | None = None,
 ) -> BoundarySet:
     """Mine boundary points around every sample of ``data`` (see :mod:`saved.boundary`).
 
@@ -73,6 +75,10 @@ def mine_boundary(
         targets: a class per sample to push toward (targeted PGD), instead of the runner-up.
         reference: the model's ``[n, C]`` logits on ``data`` when the caller has computed them
             (``decompose`` does): the clean pass over the data is then not repeated.
+        distributed: split the batches across the ranks of torch.distributed (as in
+            :func:`saved.decompose`); every rank returns the same set. Each batch draws its
+            random starts from its own generator (seeded by ``seed`` and the batch's index), so
+            the set does not depend on which process mined which batch.
     """
     config = config or BoundaryConfig()
     if targets is not None:
@@ -87,24 +93,30 @@ def mine_boundary(
             f"reference: expected [{len(inputs)}, C] logits of the data, got "
             f"{tuple(reference.shape)}"
         )
-    run_on = resolve_device(model, device)
+    ranks, run_on = ranks_for(distributed, resolve_device(model, device))
     runner_model = on_device(model, run_on)
     form = continuous_form(runner_model, inputs)
     miner = _Miner(runner_model, form, config, plan_for(config, form), run_on, seed)
     n = len(inputs)
-    chunks: list[_Mined] = []
+    mined: dict[int, _Mined] = {}
+    progress = progress and (ranks is None or ranks.leader)
     with frozen_eval(runner_model), progress_bar("Mining boundary", n, progress) as advance:
-        for start in range(0, n, batch_size):
+        for index, start in enumerate(range(0, n, batch_size)):
             chunk = torch.arange(start, min(start + batch_size, n))
-            chunks.append(
-                miner.chunk(
+            if ranks is None or ranks.owns(index):
+                mined[index] = miner.chunk(
                     chunk,
                     None if reference is None else reference[chunk],
                     None if targets is None else targets[chunk],
+                    index,
                 )
-            )
             advance(chunk.numel())
-    joined = _Mined.joined(chunks)
+    if ranks is not None:  # every rank's batches, and the iterations they ran, on every rank
+        parts = ranks.gather((mined, miner.pgd_steps, miner.bisection_steps))
+        mined = {index: part for share, _, _ in parts for index, part in share.items()}
+        miner.pgd_steps = sum(pgd_steps for _, pgd_steps, _ in parts)
+        miner.bisection_steps = sum(steps for _, _, steps in parts)
+    joined = _Mined.joined([mined[index] for index in sorted(mined)])
     base = form.inputs.without_labels()
     return BoundarySet(
         inside=base.replace(form.field, joined.ends[:, 0]),
@@ -124,6 +136,11 @@ def mine_boundary(
     )
 
 
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index``'s random starts: distinct per batch, fixed per ``seed``."""
+    return (seed * 1_000_003 + index) % (2**63)
+
+
 @dataclass
 class _Miner:
     """One mining run's fixed parts, and the iterations it has run so far."""
@@ -137,13 +154,14 @@ class _Miner:
     pgd_steps: int = 0
     bisection_steps: int = 0
 
-    def __post_init__(self) -> None:
-        self.generator = torch.Generator().manual_seed(self.seed)
-
-    def chunk(self, rows: Tensor, known: Tensor | None, targets: Tensor | None) -> _Mined:
-        """PGD, then bisection of the pairs that flipped, on the samples ``rows``; ``known``:
-        their logits if the caller has them; ``targets``: their classes for targeted PGD."""
+    def chunk(
+        self, rows: Tensor, known: Tensor | None, targets: Tensor | None, index: int
+    ) -> _Mined:
+        """PGD, then bisection of the pairs that flipped, on the samples ``rows`` (batch
+        ``index``: it seeds the random starts); ``known``: their logits if the caller has them;
+        ``targets``: their classes for targeted PGD."""
         model, form, config = self.model, self.form, self.config
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, index))
         others = form.inputs.fields_at(rows, self.device)
         x0 = others.pop(form.field)
         if known is not None:
@@ -156,7 +174,7 @@ class _Miner:
         if targets is not None:
             goal = targets.to(self.device)
         adversarial, iterations = pgd(
-            model, form, others, x0, reference, goal, config, self.plan, self.generator
+            model, form, others, x0, reference, goal, config, self.plan, generator
         )
         self.pgd_steps += iterations
         with torch.no_grad():

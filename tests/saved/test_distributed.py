@@ -90,7 +90,7 @@ def test_two_ranks_learn_the_single_process_masks_bit_for_bit(case: Path) -> Non
     assert torch.equal(alone["ranking"], together["ranking"])  # the learned logits, bit for bit
     # the learning ran the same course, not merely ended in the same place
     trained, shared = alone_meta["training"], meta["training"]
-    assert trained["stopped"] == shared["stopped"] == "converged"
+    assert trained["stopped"] == shared["stopped"] in ("converged", "max_steps")
     assert (trained["steps_run"], trained["best_step"]) == (
         shared["steps_run"],
         shared["best_step"],
@@ -113,9 +113,9 @@ def test_the_sharded_check_gives_the_single_process_report(case: Path) -> None:
         assert ran.returncode in (0, 1), ran.stderr[-3000:]  # holds or fails: a verdict
     alone = json.loads((case / "alone.json").read_text())
     together = json.loads((case / "together.json").read_text())
-    # about half the 400 samples certify (a stratified split), in chunks of 4 batches of 16:
-    # more than two chunks, so both ranks evaluated some
-    assert together["n_samples"] == alone["n_samples"] > 2 * 4 * 16
+    # about half the 400 samples certify (a stratified split), in batches of 16 dealt out to
+    # the two ranks; mining's 13 batches of the other half were dealt out too
+    assert together["n_samples"] == alone["n_samples"] > 4 * 16
     assert _without_clocks(together) == _without_clocks(alone)
 
 
