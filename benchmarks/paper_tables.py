@@ -26,6 +26,10 @@ from the decomposition data, so the bounds are valid. LBMask runs with the libra
     .venv/bin/python benchmarks/paper_tables.py --smoke --out /tmp/RESULTS.md   # tiny, for CI
     .venv/bin/python benchmarks/paper_tables.py --render docs/RESULTS.json  # re-render only
 
+Each row is cached as it is computed (``$SAVED_CACHE_DIR/results``, keyed by a digest of
+``saved/``, this script and ``benchmarks/models.py``, and by the settings), so an interrupted run
+resumes where it stopped and never reuses a row another version of the code computed.
+
 Every row is also written as JSON beside the markdown (``RESULTS.json``), from which
 ``--render`` rebuilds the markdown without computing anything. The last line printed is that
 JSON object.
@@ -34,6 +38,8 @@ JSON object.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import platform
 import shlex
@@ -46,7 +52,7 @@ from typing import Any
 
 import torch
 from generated import log
-from models import head, load_split, trained
+from models import _atomic_write, cache_dir, head, load_split, trained
 from torch import nn
 
 import saved
@@ -108,8 +114,23 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+@functools.cache
+def engine_digest() -> str:
+    """sha256 of the engine (every file under ``saved/``: its code and the bundled data), of
+    this script and of the models' script: a cached row is reused only by the very code (and
+    data) that computed it."""
+    digest = hashlib.sha256()
+    engine = [f for f in sorted((ROOT / "saved").rglob("*")) if f.is_file()]
+    here = Path(__file__).resolve().parent
+    sources = [f for f in engine if "__pycache__" not in f.parts]
+    for path in [*sources, here / "paper_tables.py", here / "models.py"]:
+        digest.update(f"{path.relative_to(ROOT)}|".encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 class Bench:
-    """One model, its data subsamples and one shared boundary mining run."""
+    """One model, its data subsamples and one shared boundary mining run (mined on first use:
+    a model whose rows are all in the row cache is never mined)."""
 
     def __init__(self, name: str, settings: Settings) -> None:
         self.name, self.settings = name, settings
@@ -120,17 +141,46 @@ class Bench:
         limit = settings.test_text if self.text else settings.test_vision
         self.test = head(load_split(data, "test"), limit, seed=2)
         self.boundary = BoundaryConfig(norm="2") if self.text else BoundaryConfig()
-        self.mined, self.mining_seconds = timed(
-            lambda: mine_boundary(self.model, self.calib, self.boundary, progress=False)
-        )
-        log(
-            f"{name}: mined {len(self.mined)} pairs in {self.mining_seconds:.0f} s "
-            f"(refined {self.mined.refined_rate:.3f})"
-        )
+        self._mined: Any = None
+        self.mining_seconds: float | None = None
+        self.resumed = 0  # rows taken from the row cache
+
+    @property
+    def mined(self) -> Any:
+        if self._mined is None:
+            self._mined, self.mining_seconds = timed(
+                lambda: mine_boundary(self.model, self.calib, self.boundary, progress=False)
+            )
+            log(
+                f"{self.name}: mined {len(self._mined)} pairs in {self.mining_seconds:.0f} s "
+                f"(refined {self._mined.refined_rate:.3f})"
+            )
+        return self._mined
+
+    def _row_file(self, method: str, alpha: float, sparsity: Any) -> Path:
+        settings = {k: v for k, v in vars(self.settings).items() if k != "contract"}
+        material = [engine_digest(), self.record["key"], method, alpha, sparsity, settings]
+        material.append(self.settings.contract.to_dict())
+        key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+        return cache_dir().parent / "results" / f"{key}.json"
 
     def run(self, method: str, alpha: float = 0.0, sparsity: Any = 0.5) -> dict[str, Any]:
+        """One row, from the row cache when this code already computed it with these settings
+        (an interrupted run resumes), else computed now and cached."""
+        path = self._row_file(method, alpha, sparsity)
+        if path.is_file():
+            row: dict[str, Any] = json.loads(path.read_text())
+            self.resumed += 1
+            log(f"{self.name} {row['method']}: from the row cache")
+            return row
+        row = self._compute(method, alpha, sparsity)
+        _atomic_write(path, lambda name: Path(name).write_text(json.dumps(row)))
+        return row
+
+    def _compute(self, method: str, alpha: float, sparsity: Any) -> dict[str, Any]:
         settings = self.settings
         config = settings.lbmask()
+        mined = self.mined
         decomposition, decompose_seconds = timed(
             lambda: saved.decompose(
                 self.model,
@@ -140,7 +190,7 @@ class Bench:
                 contract=settings.contract,
                 boundary=self.boundary,
                 lbmask=replace(config, alpha=alpha),
-                mined=self.mined,
+                mined=mined,
                 progress=False,
             )
         )
@@ -179,6 +229,7 @@ class Bench:
             "failed": report.failed_axes,
             "decompose_s": round(decompose_seconds, 1),
             "evaluate_s": round(evaluate_seconds, 1),
+            "mining_s": round(self.mining_seconds or 0.0, 1),  # the shared mining run's
             # per block: mean and max overlap, kept shares (saved.profile; structured only)
             "blocks": report.extra.get("blocks"),
             "separation": report.extra.get("separation"),
@@ -197,10 +248,10 @@ def phase_times(bench: Bench, row: dict[str, Any], model: nn.Module) -> dict[str
     _, reference = timed(lambda: saved.predict_logits(model, inputs))
     return {
         "reference predictions (calibration data)": round(reference, 1),
-        "boundary mining (PGD + bisection)": round(bench.mining_seconds, 1),
+        "boundary mining (PGD + bisection)": row["mining_s"],
         "LBMask training + binarisation": round(row["decompose_s"] - reference, 1),
         "contract evaluation (test split)": row["evaluate_s"],
-        "total": round(bench.mining_seconds + row["decompose_s"] + row["evaluate_s"], 1),
+        "total": round(row["mining_s"] + row["decompose_s"] + row["evaluate_s"], 1),
     }
 
 
@@ -302,7 +353,14 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
         "(n below; the paper's DBPedia-14 test has 70,000, so its h is 0.0115 where ours is "
         "larger). Paper figures: Dis / Dis + h / max overlap (verdict). `Dis` is measured on "
         "the boundary subset B (the q = 0.2 lowest-margin test samples), `Dis on all n` on every "
-        "test sample.",
+        "test sample."
+        + (
+            f" {results['resumed_rows']} rows were computed by an earlier, interrupted run of "
+            "the same code and settings (the row cache is keyed by a digest of `saved/`, this "
+            "script and `benchmarks/models.py`, and by the settings), and reused."
+            if results.get("resumed_rows")
+            else ""
+        ),
         "",
         "## Models",
         "",
@@ -550,6 +608,7 @@ def main() -> None:
             for name in ("minilm-debian14", "minilm-debian4", "resnet18-fmnist", "vit-fmnist")
         ]
     results["models"] = [b.record for b in benches.values()]
+    results["resumed_rows"] = sum(b.resumed for b in benches.values())
     results["findings"] = findings(results)
     results["seconds"] = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)

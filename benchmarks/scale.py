@@ -5,15 +5,17 @@ Three runs of the same work, one after the other (run it with nothing else on th
 one process with 2 threads (this machine's two cores), one process with 1 thread, and
 ``torchrun --nproc-per-node 2`` with 1 thread per rank. Each decomposes on 512 seeded training
 texts (mining, then ``--steps`` LBMask steps: a fixed count, so every run does the same work)
-and evaluates on the whole test split. Printed per run: the wall seconds of decompose and
-evaluate, mask learning's seconds, the share of it spent in the ranks' collectives (sending
-plus waiting for the slower rank), and a digest of the masks (the runs must agree).
+and evaluates on the test split (``--test N``: a seeded N of its texts). Printed per run: the
+wall seconds of decompose and evaluate, mask learning's seconds, the share of it spent in the
+ranks' collectives (sending plus waiting for the slower rank), and a digest of the masks (the
+runs must agree).
 
 Then the budget on paper: one LBMask step of a BERT-small (4 layers, hidden 512, 8 heads,
 random weights: time does not depend on them) with 14 components x 32 texts of 128 tokens is
 measured here, and mask learning at the library's step cap is extrapolated to 1-8 ranks.
 
     .venv/bin/python benchmarks/scale.py              # the three runs and the budget
+    .venv/bin/python benchmarks/scale.py --steps 20 --test 1000   # shorter (~15 min)
     .venv/bin/python benchmarks/scale.py --smoke      # tiny model and data, the 1-thread
                                                       # and 2-rank runs only (CI)
 
@@ -50,7 +52,7 @@ def worker(args: argparse.Namespace) -> None:
 
     model, _ = trained("minilm-debian14", is_smoke=args.smoke, log=log)
     calib = head(load_split("debian14", "train"), 16 if args.smoke else 512, seed=1)
-    test = head(load_split("debian14", "test"), 48 if args.smoke else None, seed=2)
+    test = head(load_split("debian14", "test"), 48 if args.smoke else args.test or None, seed=2)
     grouped = int(os.environ.get("WORLD_SIZE", "1")) > 1
     started = time.perf_counter()
     decomposition = saved.decompose(
@@ -101,6 +103,7 @@ def _run(command: list[str], threads: int) -> dict[str, Any]:
 def runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     script = [str(HERE / "scale.py"), "--worker", "--steps", str(args.steps)]
+    script += ["--test", str(args.test)]
     script += ["--smoke"] if args.smoke else []
     plans = [
         ("1 process, 2 threads", [sys.executable, *script, "--threads", "2"], 2),
@@ -171,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny model and data, for CI")
     parser.add_argument("--steps", type=int, default=40, help="LBMask steps in every run")
+    parser.add_argument(
+        "--test", type=int, default=0, help="seeded test texts evaluated (default 0: all)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -72,6 +72,9 @@ def test_lbmask_benchmark_smoke() -> None:
     assert {row["model"] for row in result["steps"]} == {"mlp", "cnn"}
 
 
+TABLES = ("rq1", "rq2", "rq2_4", "rq3", "adaptive")
+
+
 @needs_fashion_mnist
 def test_paper_tables_smoke(tmp_path: Path) -> None:
     """Every table is produced from its rows; the markdown carries the command and each row's
@@ -122,6 +125,21 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
     assert len(result["findings"]) >= 7
     # the rows kept beside the markdown rebuild it exactly, without computing anything
     assert _rendered_again("benchmarks/paper_tables.py", out, tmp_path) == text
+    # run again on the same cache: every row comes from the row cache, none is recomputed
+    assert result["resumed_rows"] == 0
+    again = _last_json_line(
+        "benchmarks/paper_tables.py",
+        "--smoke",
+        "--out",
+        str(tmp_path / "AGAIN.md"),
+        env={"SAVED_CACHE_DIR": str(tmp_path)},
+    )
+    distinct = {(r["model"], r["method"]) for k in TABLES for r in result[k]}
+    assert again["resumed_rows"] == len(distinct) == 25  # 2 + 6 + 5 + 8 + 4 new per table
+    assert all(again[k] == result[k] for k in TABLES)
+    assert (
+        f"{len(distinct)} rows were computed by an earlier" in (tmp_path / "AGAIN.md").read_text()
+    )
 
 
 @needs_fashion_mnist
