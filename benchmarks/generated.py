@@ -5,6 +5,7 @@ computing nothing), ``--only`` (a subset of the models) and writing the document
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -15,6 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_digest(*scripts: str) -> str:
+    """sha256 of the engine (every file under ``saved/``: its code and the bundled data) and of
+    the named scripts in ``benchmarks/``: a cached row is reused only by the very code (and
+    data) that computed it."""
+    digest = hashlib.sha256()
+    engine = [f for f in sorted((ROOT / "saved").rglob("*")) if f.is_file()]
+    sources = [f for f in engine if "__pycache__" not in f.parts]
+    for path in [*sources, *(ROOT / "benchmarks" / s for s in scripts)]:
+        digest.update(f"{path.relative_to(ROOT)}|".encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def log(message: str) -> None:

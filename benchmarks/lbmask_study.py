@@ -32,6 +32,7 @@ The rows are also written as JSON beside the markdown; the last line printed is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import statistics
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import log, study_main
+from generated import code_digest, log, study_main
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -241,14 +242,16 @@ def run(bench: Bench, config: LBMaskConfig, seed: int, checkpoints: tuple[int, .
     return row
 
 
-#: Bump when the engine computes a row differently (objectives, mask learning, binarisation,
-#: mining): cached rows of another version are never read.
-ENGINE_VERSION = 1
+@functools.cache
+def study_digest() -> str:
+    """The digest of ``saved/``, this script and the models' script (computed once per run): a
+    cached row is read only by the very code that computed it."""
+    return code_digest("lbmask_study.py", "models.py", "generated.py")
 
 
 def _row_key(question: str, bench: Bench, config: LBMaskConfig, seed: int, smoke: bool) -> str:
     concrete = replace(config, allocation=bench.space.resolve_allocation(config.allocation))
-    material = [question, bench.name, asdict(concrete), seed, smoke, ENGINE_VERSION]
+    material = [question, bench.name, asdict(concrete), seed, smoke, study_digest()]
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -261,7 +264,7 @@ def cached(
     smoke: bool,
 ) -> dict[str, Any]:
     """:func:`run`, its row kept in ``$SAVED_CACHE_DIR/study`` so an interrupted study resumes
-    where it stopped (keyed by the run's settings and ``ENGINE_VERSION``)."""
+    where it stopped (keyed by the run's settings and :func:`study_digest`)."""
     folder = cache_dir().parent / "study"
     path = folder / f"{_row_key(question, bench, config, seed, smoke)}.json"
     if path.exists():
@@ -505,8 +508,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Whole run: {results['seconds']:.0f} s. Rows already in the study cache "
         "(`$SAVED_CACHE_DIR/study`, keyed by question, model, full LBMask configuration, seed "
-        "and `ENGINE_VERSION`) are reused rather than recomputed, so an interrupted study "
-        "resumes; each row's seconds are those of the run that computed it.",
+        "and a digest of `saved/` and the study's scripts) are reused rather than recomputed, "
+        "so an interrupted study resumes; each row's seconds are those of the run that "
+        "computed it.",
         "",
     ]
     return "\n".join(lines)

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import log
+from generated import code_digest, log
 from models import _atomic_write, cache_dir, head, load_split, trained
 from torch import nn
 
@@ -116,16 +116,8 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 @functools.cache
 def engine_digest() -> str:
-    """sha256 of the engine (every file under ``saved/``: its code and the bundled data), of
-    this script and of the models' script: a cached row is reused only by the very code (and
-    data) that computed it."""
-    digest = hashlib.sha256()
-    engine = [f for f in sorted((ROOT / "saved").rglob("*")) if f.is_file()]
-    here = Path(__file__).resolve().parent
-    sources = [f for f in engine if "__pycache__" not in f.parts]
-    for path in [*sources, here / "paper_tables.py", here / "models.py"]:
-        digest.update(f"{path.relative_to(ROOT)}|".encode() + path.read_bytes())
-    return digest.hexdigest()
+    """The digest of ``saved/``, this script and the models' script (computed once per run)."""
+    return code_digest("paper_tables.py", "models.py")
 
 
 class Bench:
