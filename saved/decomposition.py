@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,7 +203,7 @@ class Decomposition:
     def save(self, path: str | Path) -> Path:
         """Write the masks and the example batch as safetensors, the rest as JSON metadata in
         the same file (never pickle). Returns the path written."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         from . import __version__
 
@@ -232,13 +232,14 @@ class Decomposition:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         # atomic: written to a unique file beside the target, then renamed over it, so a reader
-        # never sees half a file; the temporary file goes on any exit (KeyboardInterrupt too)
-        handle, temporary = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".partial"
-        )
-        os.close(handle)
+        # never sees half a file; the temporary file goes on any exit (KeyboardInterrupt too).
+        # The bytes are written by an ordinary exclusive open, so the file gets the permissions
+        # of any file the user writes (the umask), not the owner-only 0600 that mkstemp and
+        # safetensors' own save_file give.
+        temporary = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.partial")
         try:
-            save_file(tensors, temporary, metadata={"saved": json.dumps(meta)})
+            with open(temporary, "xb") as handle:
+                handle.write(save(tensors, metadata={"saved": json.dumps(meta)}))
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):

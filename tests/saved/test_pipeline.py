@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 import torch
 
@@ -47,6 +49,9 @@ def test_save_load_round_trip(wide_mlp, digits_xy, tmp_path) -> None:
     )
     path = decomposition.save(tmp_path / "digits.safetensors")
     assert not list(tmp_path.glob("*.partial"))
+    probe = tmp_path / "probe"
+    probe.touch()  # a file the user writes: what the umask gives, not an owner-only 0600
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(probe.stat().st_mode)
     again = saved.load(path, wide_mlp)
     assert torch.equal(again.masks, decomposition.masks)
     assert torch.equal(again.predict(x), decomposition.predict(x))
