@@ -22,8 +22,10 @@ gloo on the CPU, nccl on CUDA (each rank on ``cuda:LOCAL_RANK``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,35 +63,37 @@ class Ranks:
         """Whether chunk ``index`` (of components or of data) is this rank's."""
         return index % self.world == self.rank
 
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
+        """One collective: its seconds and its count go into :attr:`spent`."""
+        started = time.perf_counter()
+        yield
+        self.spent["seconds"] += time.perf_counter() - started
+        self.spent["calls"] += 1
+
     def combine(self, tensor: Tensor) -> Tensor:
         """Sum ``tensor`` over the ranks, in place; each element must be non-zero on at most
         one rank, so the sum is exact (the owner's value)."""
-        started = time.perf_counter()
-        moved = tensor if tensor.device == self.device else tensor.to(self.device)
-        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
-        if moved is not tensor:
-            tensor.copy_(moved)
-        self.spent["seconds"] += time.perf_counter() - started
-        self.spent["calls"] += 1
+        with self._counted():
+            moved = tensor if tensor.device == self.device else tensor.to(self.device)
+            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            if moved is not tensor:
+                tensor.copy_(moved)
         return tensor
 
     def any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any (a stop decision all ranks share)."""
-        started = time.perf_counter()
-        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        self.spent["seconds"] += time.perf_counter() - started
-        self.spent["calls"] += 1
+        with self._counted():
+            value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
     def gather(self, value: Any) -> list[Any]:
         """Every rank's ``value``, in rank order, on every rank (picklable objects: mining's
         per-batch results, whose sizes differ)."""
-        started = time.perf_counter()
-        every: list[Any] = [None] * self.world
-        dist.all_gather_object(every, value)
-        self.spent["seconds"] += time.perf_counter() - started
-        self.spent["calls"] += 1
+        with self._counted():
+            every: list[Any] = [None] * self.world
+            dist.all_gather_object(every, value)
         return every
 
     def summary(self) -> dict[str, float]:
