@@ -18,6 +18,24 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="session")
+def smoke_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of smoke-trained benchmark models for the whole session: every script that
+    needs, say, the smoke MiniLM reads the one the first script trained (a model's file name is
+    its recipe's digest, so a shared folder cannot mix recipes)."""
+    return tmp_path_factory.mktemp("smoke-models")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, smoke_models: Path) -> Path:
+    """A fresh ``$SAVED_CACHE_DIR`` (rows, studies, sweeps start empty) whose ``models`` is
+    the session's shared folder."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "models").symlink_to(smoke_models, target_is_directory=True)
+    return root
+
+
 def _last_json_line(*args: str, env: dict[str, str] | None = None) -> dict:
     out = subprocess.run(
         [sys.executable, *args],
@@ -76,7 +94,7 @@ TABLES = ("rq1", "rq2", "rq2_4", "rq3", "adaptive")
 
 
 @needs_fashion_mnist
-def test_paper_tables_smoke(tmp_path: Path) -> None:
+def test_paper_tables_smoke(tmp_path: Path, cache: Path) -> None:
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
     out = tmp_path / "RESULTS.md"
@@ -85,7 +103,7 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
         "--smoke",
         "--out",
         str(out),
-        env={"SAVED_CACHE_DIR": str(tmp_path)},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     text = out.read_text()
     assert "--smoke --out" in text and "no number here is edited by hand" in text
@@ -132,7 +150,7 @@ def test_paper_tables_smoke(tmp_path: Path) -> None:
         "--smoke",
         "--out",
         str(tmp_path / "AGAIN.md"),
-        env={"SAVED_CACHE_DIR": str(tmp_path)},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     distinct = {(r["model"], r["method"]) for k in TABLES for r in result[k]}
     assert again["resumed_rows"] == len(distinct) == 25  # 2 + 6 + 5 + 8 + 4 new per table
@@ -199,7 +217,7 @@ def test_models_script_smoke_trains_once_then_reads_the_cache(tmp_path: Path) ->
 
 
 @needs_fashion_mnist
-def test_lbmask_study_smoke(tmp_path: Path) -> None:
+def test_lbmask_study_smoke(tmp_path: Path, cache: Path) -> None:
     out = tmp_path / "STUDY.md"
     result = _last_json_line(
         "benchmarks/lbmask_study.py",
@@ -208,7 +226,7 @@ def test_lbmask_study_smoke(tmp_path: Path) -> None:
         "mlp-digits,vit-fmnist,minilm-debian4",
         "--out",
         str(out),
-        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     assert set(result["benches"]) == {"mlp-digits", "vit-fmnist", "minilm-debian4"}
     questions = {row["question"] for row in result["rows"]}
@@ -225,7 +243,7 @@ def test_lbmask_study_smoke(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_lbmask_budget_smoke(tmp_path: Path) -> None:
+def test_lbmask_budget_smoke(tmp_path: Path, cache: Path) -> None:
     """Every data variant of the plan runs, in order, on the decomposition data it names; every
     Dis is a rate over the held-out B at each checkpoint; ``--render`` rebuilds the markdown."""
     out = tmp_path / "BUDGET.md"
@@ -236,7 +254,7 @@ def test_lbmask_budget_smoke(tmp_path: Path) -> None:
         "minilm-debian4,vit-fmnist",
         "--out",
         str(out),
-        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     assert set(result["benches"]) == {"minilm-debian4", "vit-fmnist"}
     variants = [(row["model"], row["variant"]) for row in result["rows"]]
@@ -259,11 +277,11 @@ def test_lbmask_budget_smoke(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_decompose_time_smoke(tmp_path: Path) -> None:
+def test_decompose_time_smoke(tmp_path: Path, cache: Path) -> None:
     result = _last_json_line(
         "benchmarks/decompose_time.py",
         "--smoke",
-        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     assert [row["model"] for row in result["rows"]] == [
         "mlp-digits",
@@ -278,7 +296,7 @@ def test_decompose_time_smoke(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
+def test_sparsity_sweep_smoke(tmp_path: Path, cache: Path) -> None:
     """Every point is a rate over the held-out boundary subset with its exact binomial limit;
     the masks the sweep learns are the ones ``saved.decompose`` learns; the markdown's verdict
     column agrees with the contract; ``--render`` rebuilds the same markdown."""
@@ -294,7 +312,7 @@ def test_sparsity_sweep_smoke(tmp_path: Path) -> None:
         "vit-fmnist",
         "--out",
         str(out),
-        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     contract = result["contract"]
     assert [row["model"] for row in result["rows"]] == ["vit-fmnist", "minilm-debian4"]
@@ -346,7 +364,7 @@ def test_coverage_smoke(tmp_path: Path) -> None:
     assert _rendered_again("benchmarks/coverage.py", out, tmp_path) == text
 
 
-def test_scale_smoke(tmp_path: Path) -> None:
+def test_scale_smoke(tmp_path: Path, cache: Path) -> None:
     """One process with 1 thread and two gloo ranks (smoke mode skips the 2-thread run): the
     runs' JSON rows, the masks the ranks learned equal to the process's, the budget's sums."""
     result = _last_json_line(
@@ -354,7 +372,7 @@ def test_scale_smoke(tmp_path: Path) -> None:
         "--smoke",
         "--steps",
         "3",
-        env={"SAVED_CACHE_DIR": str(tmp_path / "cache")},
+        env={"SAVED_CACHE_DIR": str(cache)},
     )
     alone, two = result["runs"]
     assert (alone["ranks"], alone["threads"]) == (1, 1)
