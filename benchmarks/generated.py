@@ -86,7 +86,29 @@ def document_parser(
         action="store_true",
         help="say in the document that the machine was busy during the run",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help=f"an earlier {document}.json: its models that --only leaves out keep their rows",
+    )
     return parser
+
+
+def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> None:
+    """Add to ``results`` the models of the ``earlier`` run's JSON that this run did not redo,
+    with their rows as that run computed them, in the order of ``order`` (the plans); the
+    earlier run's command and seconds go under ``results["kept"]`` so the document can say
+    which rows are older. Only for runs of the same code: the caller's word, not checked."""
+    old = json.loads(earlier.read_text())
+    models = [m for m in old["benches"] if m not in results["benches"]]
+    if not models:
+        return
+    merged = {**results["benches"], **{m: old["benches"][m] for m in models}}
+    rank = {m: order.index(m) if m in order else len(order) for m in merged}
+    rows = results["rows"] + [r for r in old["rows"] if r["model"] in models]
+    results["benches"] = {m: merged[m] for m in sorted(merged, key=rank.__getitem__)}
+    results["rows"] = sorted(rows, key=lambda r: rank[r["model"]])  # stable: plan order kept
+    results["kept"] = {"models": models, "command": old["command"], "seconds": old["seconds"]}
 
 
 def finish(
@@ -128,5 +150,7 @@ def study_main(
     torch.manual_seed(0)
     started = time.perf_counter()
     results = study(names, args.smoke)
+    if args.keep:
+        keep_earlier(results, args.keep, choices)
     out = args.out or Path(__file__).resolve().parents[1] / "docs" / f"{document}.md"
     finish(out, results, script, args, started, markdown)
