@@ -103,11 +103,14 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
     models = [m for m in old["benches"] if m not in results["benches"]]
     if not models:
         return
-    merged = {**results["benches"], **{m: old["benches"][m] for m in models}}
-    rank = {m: order.index(m) if m in order else len(order) for m in merged}
+
+    def rank(model: str) -> int:
+        return order.index(model) if model in order else len(order)
+
+    benches = {**results["benches"], **{m: old["benches"][m] for m in models}}
     rows = results["rows"] + [r for r in old["rows"] if r["model"] in models]
-    results["benches"] = {m: merged[m] for m in sorted(merged, key=rank.__getitem__)}
-    results["rows"] = sorted(rows, key=lambda r: rank[r["model"]])  # stable: plan order kept
+    results["benches"] = {m: benches[m] for m in sorted(benches, key=rank)}
+    results["rows"] = sorted(rows, key=lambda r: rank(r["model"]))  # stable: plan order kept
     results["kept"] = {"models": models, "command": old["command"], "seconds": old["seconds"]}
 
 

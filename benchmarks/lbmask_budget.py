@@ -20,11 +20,11 @@ held-out figure is measured on the held-out boundary subset B of the test split,
 docs/STUDY.md (the same B, the same models).
 
     .venv/bin/python benchmarks/lbmask_budget.py              # ~3.5 h, writes docs/BUDGET.md
-    .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4,minilm-debian14  # 1.9 h (debian4 at 3,200 steps)
+    .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4,minilm-debian14  # ~2.4 h
     .venv/bin/python benchmarks/lbmask_budget.py --smoke --out /tmp/BUDGET.md   # CI
     .venv/bin/python benchmarks/lbmask_budget.py --render docs/BUDGET.json    # re-render only
     .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4 --keep docs/BUDGET.json
-        # redo one model; the others keep their rows from the earlier JSON (same code only)
+        # 3,833 s: redo one model; the others keep their rows from the earlier JSON (same code)
 
 Rows are cached like the first study's (``$SAVED_CACHE_DIR/study``), so an interrupted run
 resumes. The last line printed is the JSON written beside the markdown.
@@ -213,16 +213,14 @@ def markdown(results: dict[str, Any]) -> str:
         + (" (under load: the machine was shared)" if results.get("under_load") else "")
         + ". Rows already in the study cache are reused; each row's s/step is that of the run "
         "that computed it.",
-        "",
     ]
     kept = results.get("kept")
     if kept:
-        lines[-1:] = [
+        lines.append(
             f"The rows of {', '.join(kept['models'])} are kept from an earlier run of the same "
-            f"code (`{kept['command']}`, {kept['seconds']:.0f} s; `--keep`), not recomputed.",
-            "",
-        ]
-    return "\n".join(lines)
+            f"code (`{kept['command']}`, {kept['seconds']:.0f} s; `--keep`), not recomputed."
+        )
+    return "\n".join([*lines, ""])
 
 
 def main() -> None:
