@@ -51,13 +51,16 @@ def render_only(args: argparse.Namespace, markdown: Callable[[dict[str, Any]], s
     return True
 
 
-def chosen_models(parser: argparse.ArgumentParser, text: str, known: Iterable[str]) -> list[str]:
-    """The comma-separated ``--only`` models, each one of ``known`` (a usage error if not)."""
+def chosen_models(
+    parser: argparse.ArgumentParser, text: str, known: Iterable[str], option: str = "--only"
+) -> list[str]:
+    """The comma-separated models (or parts) of ``option``, each one of ``known`` (a usage error
+    if not)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     choices = list(known)
     unknown = sorted(set(names) - set(choices))
     if unknown or not names:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(choices)}")
+        parser.error(f"{option}: unknown {unknown}; choose from {', '.join(choices)}")
     return names
 
 
@@ -89,29 +92,76 @@ def document_parser(
     parser.add_argument(
         "--keep",
         type=Path,
-        help=f"an earlier {document}.json: its models that --only leaves out keep their rows",
+        help=f"an earlier {document}.json: the rows this run does not compute are kept from it",
     )
     return parser
 
 
+def _row_key(row: dict[str, Any]) -> tuple[str, Any]:
+    return row["model"], row.get("question")
+
+
 def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> None:
-    """Add to ``results`` the models of the ``earlier`` run's JSON that this run did not redo,
-    with their rows as that run computed them, in the order of ``order`` (the plans); the
-    earlier run's command and seconds go under ``results["kept"]`` so the document can say
-    which rows are older. Only for runs of the same code: the caller's word, not checked."""
+    """Add to ``results`` every row of the ``earlier`` run's JSON that this run did not compute
+    (a model ``--only`` left out, or a part of a model this run skipped, keyed by model and
+    question), in the order of ``order`` (the plans). Each kept row says under ``"from"`` which
+    run computed it (the command and its seconds; a row an earlier ``--keep`` had kept keeps its
+    own), so the document can say which rows are older. Only for runs of the same code: the
+    caller's word, not checked; a model both runs built must be the same model (its bench
+    summary equal but for timings), or nothing is mixed."""
     old = json.loads(earlier.read_text())
-    models = [m for m in old["benches"] if m not in results["benches"]]
-    if not models:
+    origin = {"command": old["command"], "seconds": old["seconds"]}
+    legacy = old.get("kept") or {}  # the format before "from": one entry for whole models
+    for model in set(results["benches"]) & set(old["benches"]):
+        now, then = (
+            {k: v for k, v in b.items() if not k.endswith("_s")}
+            for b in (results["benches"][model], old["benches"][model])
+        )
+        if now != then:
+            raise SystemExit(f"--keep: {model} differs from the earlier run's ({then} != {now})")
+    done = {_row_key(r) for r in results["rows"]}
+    kept = []
+    for row in old["rows"]:
+        if _row_key(row) in done:
+            continue
+        older = legacy if row["model"] in legacy.get("models", ()) else origin
+        source = row.get("from") or {k: older[k] for k in ("command", "seconds")}
+        kept.append({**row, "from": source})
+    if not kept:
         return
 
     def rank(model: str) -> int:
         return order.index(model) if model in order else len(order)
 
-    benches = {**results["benches"], **{m: old["benches"][m] for m in models}}
-    rows = results["rows"] + [r for r in old["rows"] if r["model"] in models]
+    benches = {**old["benches"], **results["benches"]}
     results["benches"] = {m: benches[m] for m in sorted(benches, key=rank)}
-    results["rows"] = sorted(rows, key=lambda r: rank(r["model"]))  # stable: plan order kept
-    results["kept"] = {"models": models, "command": old["command"], "seconds": old["seconds"]}
+    earlier_order = [_row_key(r) for r in old["rows"]]
+
+    def place(row: dict[str, Any]) -> tuple[int, int]:  # a new question goes after the old ones
+        key = _row_key(row)
+        at = earlier_order.index(key) if key in earlier_order else len(earlier_order)
+        return rank(row["model"]), at
+
+    results["rows"] = sorted([*kept, *results["rows"]], key=place)
+
+
+def kept_note(results: dict[str, Any]) -> list[str]:
+    """One line per earlier run whose rows ``--keep`` kept: that run's command and seconds, and
+    its rows by model and question (no line when every row is this run's)."""
+    runs: dict[tuple[str, float], dict[str, list[str]]] = {}
+    for row in results["rows"]:
+        if "from" in row:
+            source = (row["from"]["command"], row["from"]["seconds"])
+            runs.setdefault(source, {}).setdefault(row["model"], []).append(
+                str(row.get("question"))
+            )
+    return [
+        f"Kept from an earlier run of the same code (`{command}`, {seconds:.0f} s; `--keep`), "
+        "not recomputed: "
+        + "; ".join(f"{model} ({', '.join(questions)})" for model, questions in models.items())
+        + "."
+        for (command, seconds), models in runs.items()
+    ]
 
 
 def finish(
@@ -139,20 +189,32 @@ def study_main(
     plans: Iterable[str],
     document: str,
     script: str,
-    study: Callable[[list[str], bool], dict[str, Any]],
+    study: Callable[..., dict[str, Any]],
     markdown: Callable[..., str],
+    parts: Iterable[str] = (),
 ) -> None:
     """The whole command line of a study script: parse, ``--render`` or run ``study(models,
-    smoke)`` seeded, then stamp and write ``docs/<document>.md`` (or ``--out``)."""
-    choices = list(plans)
+    smoke)`` seeded, then stamp and write ``docs/<document>.md`` (or ``--out``). A script with
+    named ``parts`` (what each model's plan runs) also takes ``--parts`` (default: all of them)
+    and is called ``study(models, smoke, parts)``; with ``--keep``, the parts left out keep
+    their earlier rows."""
+    choices, part_choices = list(plans), list(parts)
     parser = document_parser(description, choices, document)
+    if part_choices:
+        parser.add_argument(
+            "--parts", default=",".join(part_choices), help="comma-separated: " + ", ".join(parts)
+        )
     args = parser.parse_args()
     if render_only(args, markdown):
         return
     names = chosen_models(parser, args.only, choices)
     torch.manual_seed(0)
     started = time.perf_counter()
-    results = study(names, args.smoke)
+    if part_choices:
+        chosen = chosen_models(parser, args.parts, part_choices, "--parts")
+        results = study(names, args.smoke, chosen)
+    else:
+        results = study(names, args.smoke)
     if args.keep:
         keep_earlier(results, args.keep, choices)
     out = args.out or Path(__file__).resolve().parents[1] / "docs" / f"{document}.md"

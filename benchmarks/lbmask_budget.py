@@ -17,7 +17,8 @@ script asks whether that was the models or the budget:
 
 Everything else is the library's LBMask (objective, allocation, weighting) at s = 0.5; every
 held-out figure is measured on the held-out boundary subset B of the test split, as in
-docs/STUDY.md (the same B, the same models).
+docs/STUDY.md (the same B, the same models). Beside each curve, unstructured Wanda at s = 0.5
+is scored on the same decomposition data: the comparison issue 13 asks for, at equal data.
 
     .venv/bin/python benchmarks/lbmask_budget.py              # ~3.5 h, writes docs/BUDGET.md
     .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4,minilm-debian14  # ~2.4 h
@@ -25,6 +26,9 @@ docs/STUDY.md (the same B, the same models).
     .venv/bin/python benchmarks/lbmask_budget.py --render docs/BUDGET.json    # re-render only
     .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4 --keep docs/BUDGET.json
         # 3,833 s: redo one model; the others keep their rows from the earlier JSON (same code)
+    .venv/bin/python benchmarks/lbmask_budget.py --only minilm-debian4,minilm-debian14 \
+        --parts wanda --keep docs/BUDGET.json
+        # 354 s: only the Wanda rows (--parts: curves, wanda, floor); the rest is kept
 
 Rows are cached like the first study's (``$SAVED_CACHE_DIR/study``), so an interrupted run
 resumes. The last line printed is the JSON written beside the markdown.
@@ -32,15 +36,19 @@ resumes. The last line printed is the JSON written beside the markdown.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from generated import study_main
-from lbmask_study import Bench, build_bench, cached, select
+from generated import kept_note, log, study_main
+from lbmask_study import Bench, build_bench, cached, measure, select
 from models import head, load_split
 
 from saved import LBMaskConfig
+from saved.baselines import MaskContext, wanda
+from saved.inputs import DEFAULT_BATCH_SIZE
+from saved.masking.weights import WeightSpace
 
 SPARSITY = 0.5
 #: decomposition samples of the "whole" variant: every training text; for Fashion-MNIST a
@@ -63,6 +71,9 @@ PLANS: dict[str, Plan] = {
     "minilm-debian14": Plan((("whole", 1600),), 400),
 }
 CHECKPOINTS = (50, 100, 200, 400, 800, 1600, 3200, 6400)
+#: what each model's plan runs (``--parts``): the learning curves of every data variant,
+#: unstructured Wanda scored on each variant's data, the floor
+PARTS = ("curves", "wanda", "floor")
 
 
 def smoke_plan(plan: Plan) -> Plan:
@@ -89,7 +100,22 @@ def floor_row(bench: Bench, steps: int, smoke: bool) -> dict[str, Any]:
     return cached("floor", on_b, config, 0, checkpoints, smoke)
 
 
-def study(names: list[str], smoke: bool) -> dict[str, Any]:
+def wanda_row(bench: Bench) -> dict[str, Any]:
+    """Unstructured Wanda at s = 0.5 scored on ``bench``'s decomposition data (what
+    ``saved.decompose(method="wanda")`` does with it), measured on the held-out B: the
+    one-shot method issue 13 asks LBMask to beat, given the same data LBMask learned from."""
+    space = WeightSpace.of(bench.model, bench.calibration.batch(slice(0, 2)))
+    cpu = torch.device("cpu")
+    context = MaskContext(bench.model, bench.calibration, bench.components, cpu, DEFAULT_BATCH_SIZE)
+    started = time.perf_counter()
+    masks = wanda.masks(space, bench.components.num_components, SPARSITY, context=context)
+    seconds = time.perf_counter() - started
+    found = measure(replace(bench, space=space), masks)
+    log(f"{bench.name} wanda: Dis {found['paper']:.4f}, overlap {found['overlap']:.4f}")
+    return {"model": bench.name, "method": "wanda", **found, "seconds": round(seconds, 1)}
+
+
+def study(names: list[str], smoke: bool, parts: list[str]) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     benches: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -98,13 +124,27 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
         benches[name] = bench.summary()
         for variant, steps in plan.data:
             chosen = variant_bench(bench, variant, smoke)
-            checkpoints = tuple(c for c in CHECKPOINTS if c <= steps) if not smoke else (2, 4)
-            row = cached(
-                f"data:{variant}", chosen, LBMaskConfig(steps=steps), 0, checkpoints, smoke
-            )
-            rows.append({**row, "variant": variant, "n_rows": len(chosen.calibration)})
-        rows.append({**floor_row(bench, plan.floor_steps, smoke), "variant": "floor"})
+            facts = {"variant": variant, "n_rows": len(chosen.calibration)}
+            if "curves" in parts:
+                checkpoints = tuple(c for c in CHECKPOINTS if c <= steps) if not smoke else (2, 4)
+                config = LBMaskConfig(steps=steps)
+                row = cached(f"data:{variant}", chosen, config, 0, checkpoints, smoke)
+                rows.append({**row, **facts})
+            if "wanda" in parts:
+                rows.append({"question": f"wanda:{variant}", **wanda_row(chosen), **facts})
+        if "floor" in parts:
+            rows.append({**floor_row(bench, plan.floor_steps, smoke), "variant": "floor"})
     return {"benches": benches, "rows": rows}
+
+
+def curve_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in results["rows"] if r["question"].startswith("data:")]
+
+
+def wanda_for(results: dict[str, Any], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The Wanda row scored on the data of LBMask's curve ``row`` (None if not run)."""
+    found = select(results["rows"], model=row["model"], question=f"wanda:{row['variant']}")
+    return found[0] if found else None
 
 
 # --------------------------------------------------------------------------- markdown
@@ -118,8 +158,18 @@ def curve_cells(row: dict[str, Any], steps: list[int]) -> str:
 def conclusions(results: dict[str, Any]) -> dict[str, str]:
     rows = results["rows"]
     data_text, floor_text = [], []
+    against = []
     for model in results["benches"]:
-        curves = {r["variant"]: r for r in select(rows, model=model) if r["variant"] != "floor"}
+        curves = {r["variant"]: r for r in curve_rows(results) if r["model"] == model}
+        for variant, row in curves.items():
+            other = wanda_for(results, row)
+            if other:
+                last = row["curve"][-1]
+                verb = "below" if last["paper"] < other["paper"] else "not below"
+                against.append(
+                    f"{model} {variant}: {last['paper']:.4f} after {last['step']} steps, "
+                    f"{verb} Wanda's {other['paper']:.4f} (overlap {other['overlap']:.4f})"
+                )
         if curves:
             parts = []
             for variant, row in curves.items():
@@ -130,7 +180,7 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
                     f"{last['paper']:.4f} at {last['step']}"
                 )
             data_text.append(f"{model}: " + "; ".join(parts))
-        floor = [r for r in select(rows, model=model) if r["variant"] == "floor"]
+        floor = select(rows, model=model, question="floor")
         if floor:
             last = floor[0]["curve"][-1]
             held = [c["paper"] for r in curves.values() for c in r["curve"]]
@@ -139,10 +189,19 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
                 f"{model}: {last['paper']:.4f} on B after {last['step']} steps (overlap "
                 f"{last['overlap']:.4f}){gap}"
             )
+    versus = (
+        " Against unstructured Wanda at s = 0.5 scored on the same decomposition data "
+        "(each curve's last checkpoint, not its best: choosing the best would choose on B): "
+        + "; ".join(against)
+        + "."
+        if against
+        else ""
+    )
     return {
         "Q5 data": "Held-out boundary Dis (paper aggregator) by decomposition data: "
         + "; ".join(data_text)
-        + ".",
+        + "."
+        + versus,
         "Q6 floor": "Masks learned on the evaluation boundary subset B itself reach, on B: "
         + "; ".join(floor_text)
         + ". The floor is optimistic (those masks saw B), but it shows what structured masks "
@@ -179,34 +238,36 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", "## Conclusions", ""]
     lines += [f"**{question}.** {text}\n" for question, text in conclusions(results).items()]
-    steps = sorted({c["step"] for r in results["rows"] for c in r["curve"]})
+    steps = sorted({c["step"] for r in results["rows"] for c in r.get("curve", ())})
     header = "| " + " | ".join(str(s) for s in steps) + " |"
     lines += ["## Q5: learning curves by decomposition data (held-out boundary Dis)", ""]
     lines += [
-        f"| model | data | rows | {header[2:]} margin agg. | max overlap | s/step |",
-        "|" + " --- |" * (len(steps) + 6),
+        "LBMask's Dis after each number of steps; beside it unstructured Wanda at s = 0.5 "
+        "scored on the same data (its Dis and max overlap; blank where it was not run).",
+        "",
+        f"| model | data | rows | {header[2:]} margin agg. | max overlap | s/step | "
+        "wanda, same data | wanda overlap |",
+        "|" + " --- |" * (len(steps) + 8),
     ]
-    for row in results["rows"]:
-        if row["variant"] == "floor":
-            continue
-        last = row["curve"][-1]
+    for row in curve_rows(results):
+        last, other = row["curve"][-1], wanda_for(results, row)
+        versus = f"{other['paper']:.4f} | {other['overlap']:.4f}" if other else " | "
         lines.append(
             f"| {row['model']} | {row['variant']} | {row['n_rows']} | "
             f"{curve_cells(row, steps)} | {last['margin']:.4f} | {last['overlap']:.4f} | "
-            f"{row['per_step_s']} |"
+            f"{row['per_step_s']} | {versus} |"
         )
     lines += ["", "## Q6: the floor (masks learned on B, Dis measured on B: not a certificate)", ""]
     lines += [
         f"| model | {header[2:]} margin agg. | max overlap |",
         "|" + " --- |" * (len(steps) + 3),
     ]
-    for row in results["rows"]:
-        if row["variant"] == "floor":
-            last = row["curve"][-1]
-            lines.append(
-                f"| {row['model']} | {curve_cells(row, steps)} | {last['margin']:.4f} | "
-                f"{last['overlap']:.4f} |"
-            )
+    for row in select(results["rows"], question="floor"):
+        last = row["curve"][-1]
+        lines.append(
+            f"| {row['model']} | {curve_cells(row, steps)} | {last['margin']:.4f} | "
+            f"{last['overlap']:.4f} |"
+        )
     lines += [
         "",
         f"Whole run: {results['seconds']:.0f} s"
@@ -214,17 +275,13 @@ def markdown(results: dict[str, Any]) -> str:
         + ". Rows already in the study cache are reused; each row's s/step is that of the run "
         "that computed it.",
     ]
-    kept = results.get("kept")
-    if kept:
-        lines.append(
-            f"The rows of {', '.join(kept['models'])} are kept from an earlier run of the same "
-            f"code (`{kept['command']}`, {kept['seconds']:.0f} s; `--keep`), not recomputed."
-        )
+    lines += kept_note(results)
     return "\n".join([*lines, ""])
 
 
 def main() -> None:
-    study_main(__doc__.split("\n\n")[0], PLANS, "BUDGET", "lbmask_budget.py", study, markdown)
+    description = __doc__.split("\n\n")[0]
+    study_main(description, PLANS, "BUDGET", "lbmask_budget.py", study, markdown, PARTS)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ for the figures it promises (never for timings: machines here are shared and noi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -257,23 +258,72 @@ def test_lbmask_budget_smoke(tmp_path: Path, cache: Path) -> None:
         env={"SAVED_CACHE_DIR": str(cache)},
     )
     assert set(result["benches"]) == {"minilm-debian4", "vit-fmnist"}
-    variants = [(row["model"], row["variant"]) for row in result["rows"]]
-    assert variants == [
-        (model, variant)
+    questions = [(row["model"], row["question"]) for row in result["rows"]]
+    assert questions == [
+        (model, question)
         for model in ("minilm-debian4", "vit-fmnist")
-        for variant in ("512+mined", "whole", "floor")
+        for question in ("data:512+mined", "wanda:512+mined", "data:whole", "wanda:whole", "floor")
     ]
     for row in result["rows"]:
         if row["variant"] == "whole":
             assert row["n_rows"] == 32  # the smoke's "whole": 32 natural training samples
         n = result["benches"][row["model"]]["n_boundary"]
-        assert [point["step"] for point in row["curve"]] == [2, 4]
-        for point in row["curve"]:
+        points = row.get("curve", [row])  # a Wanda row is one point
+        if "curve" in row:
+            assert [point["step"] for point in row["curve"]] == [2, 4]
+        for point in points:
             assert 0 <= point["paper"] <= 1 and 0 <= point["overlap"] <= 1
             assert abs(point["paper"] * n - round(point["paper"] * n)) < 1e-6
     text = out.read_text()
     assert "**Q5 data.**" in text and "**Q6 floor.**" in text and "--smoke --only" in text
     assert _rendered_again("benchmarks/lbmask_budget.py", out, tmp_path) == text
+
+    # One part of one model again, the rest kept: Wanda computed twice agrees with itself, and
+    # every other row is the first run's, marked with the run that computed it
+    again = _last_json_line(
+        "benchmarks/lbmask_budget.py",
+        "--smoke",
+        "--only",
+        "minilm-debian4",
+        "--parts",
+        "wanda",
+        "--keep",
+        str(out.with_suffix(".json")),
+        "--out",
+        str(tmp_path / "AGAIN.md"),
+        env={"SAVED_CACHE_DIR": str(cache)},
+    )
+    assert [(row["model"], row["question"]) for row in again["rows"]] == questions
+    for first, second in zip(result["rows"], again["rows"], strict=True):
+        redone = second["model"] == "minilm-debian4" and second["question"].startswith("wanda:")
+        assert ("from" in second) != redone
+        if redone:
+            assert (second["paper"], second["overlap"]) == (first["paper"], first["overlap"])
+        else:
+            assert {k: v for k, v in second.items() if k != "from"} == first
+            assert second["from"]["command"] == result["command"]
+    assert "Kept from an earlier run" in (tmp_path / "AGAIN.md").read_text()
+
+
+def test_keep_refuses_to_mix_two_different_models(tmp_path: Path) -> None:
+    """``--keep`` joins rows of two runs only when both built the same model: a bench that
+    differs but for its timings stops the run instead of mixing two models' rows."""
+    spec = importlib.util.spec_from_file_location("generated", ROOT / "benchmarks/generated.py")
+    assert spec is not None and spec.loader is not None
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    bench = {"recipe": "test accuracy 0.9354", "mining_s": 36.7}
+    row = {"model": "m", "question": "data:whole", "curve": []}
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(
+        json.dumps({"benches": {"m": bench}, "rows": [row], "command": "c", "seconds": 1.0})
+    )
+    same = {"benches": {"m": {**bench, "mining_s": 99.0}}, "rows": []}
+    generated.keep_earlier(same, earlier, ["m"])
+    assert same["rows"] == [{**row, "from": {"command": "c", "seconds": 1.0}}]
+    other = {"benches": {"m": {**bench, "recipe": "test accuracy 0.9000"}}, "rows": []}
+    with pytest.raises(SystemExit, match="differs"):
+        generated.keep_earlier(other, earlier, ["m"])
 
 
 @needs_fashion_mnist
