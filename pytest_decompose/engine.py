@@ -55,10 +55,16 @@ class Engine:
     last_timing: dict[str, Any] = field(default_factory=dict)
 
     def cache_key(
-        self, model: nn.Module, data: object, labels: object, settings: dict[str, Any]
+        self,
+        model: nn.Module,
+        data: object,
+        labels: object,
+        settings: dict[str, Any],
+        device: str | None = None,
     ) -> str:
-        """sha256 of everything a decomposition depends on."""
-        device = str(saved.resolve_device(model, self.device))
+        """sha256 of everything a decomposition depends on. ``device``: the call's (default:
+        the session's); an unavailable one is refused here, before the cache is read."""
+        device = str(saved.resolve_device(model, device if device is not None else self.device))
         material = {
             "model": saved.fingerprint(model),
             "data": saved.fingerprint(data, labels),  # a DataLoader is streamed, not held
@@ -112,7 +118,7 @@ class Engine:
         }
         if contract is not None:  # only what the masks depend on: one decomposition serves
             settings["contract"] = contract.shaping_masks(kwargs.get("sparsity"))  # every contract
-        key = self.cache_key(model, data, kwargs.get("labels"), settings)
+        key = self.cache_key(model, data, kwargs.get("labels"), settings, kwargs["device"])
         path = self.cache_dir / f"{key}.safetensors"
         with self._locked(key):
             if path.exists() and not self.refresh:

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import saved
-from pytest_decompose.engine import Engine
+from pytest_decompose.engine import CacheStats, Engine
 from saved.masking.lbmask import LBMaskConfig, MaskTrainer
 
 FAST = LBMaskConfig(steps=5)
@@ -58,6 +58,19 @@ def _rewrite(entry: Path, *, meta=None, tensors=None) -> None:
         str(entry),
         metadata={"saved": json.dumps(meta(stored) if meta else stored)},
     )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_cached_entry_does_not_hide_an_unavailable_device(setup) -> None:
+    """The call's device enters the key: asking for CUDA where there is none is an error,
+    even when the cache holds this model's decomposition on the CPU."""
+    model, x, _, entry = setup
+    engine = Engine(cache_dir=entry.parent)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        engine.decompose(model, x, lbmask=FAST, device="cuda")
+    assert engine.stats == CacheStats()  # refused before the cache was read
+    assert engine.decompose(model, x, lbmask=FAST, device="cpu") is not None
+    assert (engine.stats.hits, engine.stats.trained) == (1, 0)
 
 
 def test_truncated_entry(setup) -> None:
@@ -176,7 +189,7 @@ WORKER = textwrap.dedent(
     from saved import testing
     from saved.masking.lbmask import LBMaskConfig
     from saved._hashing import tensor_digest
-    from pytest_decompose.engine import Engine
+    from pytest_decompose.engine import CacheStats, Engine
 
     cache, go = Path(sys.argv[1]), Path(sys.argv[2])
     x, y = testing.digits()
