@@ -10,11 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import sklearn.datasets  # noqa: F401
 import yaml
 
 import pytest_decompose.assertions
-import pytest_decompose.engine
 from pytest_decompose.baseline import DIRECTORY, Slot, baseline_path, compare, stale_baselines
 from pytest_decompose.plugin import CACHE_NAME
 from saved import ContractReport
@@ -23,8 +21,8 @@ pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Inner runs go through subprocesses (torch and numpy load their native extensions once per
-# process). The model: the test suite's 32-32 MLP trained on the real digits.
+# Inner runs are in-process (conftest.py imports first what they import); xdist's workers are
+# processes of their own. The model: the test suite's 32-32 MLP trained on the real digits.
 MODEL_FILE = """
 import os
 import pytest
@@ -71,7 +69,7 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
                     pass
         """,
     )
-    cold = pytester.runpytest_subprocess("--decompose-report=out", "-p", "no:randomly")
+    cold = pytester.runpytest_inprocess("--decompose-report=out", "-p", "no:randomly")
     cold.assert_outcomes(passed=2)
     cold.stdout.fnmatch_lines(
         [
@@ -83,7 +81,7 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
     assert [r["timing"]["cached"] for r in results] == [False, False, False, True, True]
     # each report judges by its own contract, recorded as the one the check used
     assert [r["report"]["contract"]["eps"] for r in results] == [1.0, 0.9, 1.0, 0.01, 1.0]
-    warm = pytester.runpytest_subprocess("-p", "no:randomly")
+    warm = pytester.runpytest_inprocess("-p", "no:randomly")
     warm.stdout.fnmatch_lines(["*cache: 5 hits, 0 decompositions computed*"])
     entries = sorted((pytester.path / ".pytest_cache" / "d" / CACHE_NAME).glob("*.safetensors"))
     assert len(entries) == 3
@@ -150,7 +148,7 @@ def test_ini_keys_the_override_and_their_precedence(pytester: pytest.Pytester) -
             assert decompose_contract.bound == "hoeffding"
         """,
     )
-    run = pytester.runpytest_subprocess("--decompose-report=out", "-p", "no:randomly")
+    run = pytester.runpytest_inprocess("--decompose-report=out", "-p", "no:randomly")
     run.assert_outcomes(passed=4)
     run.stdout.fnmatch_lines(
         ["*project contract: eps=0.97 (ini), gamma=1.0 (ini), bound=hoeffding (ini)*"]
@@ -170,7 +168,7 @@ def test_ini_keys_the_override_and_their_precedence(pytester: pytest.Pytester) -
     assert all(r["report"]["contract"]["bound"] == "hoeffding" for r in by_test.values())
 
     # a one-off run: the command line replaces ini values; markers and arguments still win
-    run = pytester.runpytest_subprocess(
+    run = pytester.runpytest_inprocess(
         "--decompose-report=out", "--decompose-contract", "eps=0.98, bound=binomial"
     )
     run.assert_outcomes(passed=3, failed=1)  # the fixture's test sees the binomial bound
@@ -196,7 +194,7 @@ def test_bad_project_settings_stop_the_run(
 ) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile("def test_nothing():\n    pass\n")
-    result = pytester.runpytest_subprocess(*args)
+    result = pytester.runpytest_inprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
 
@@ -233,7 +231,7 @@ def test_baselines_write_pass_regress_update(pytester: pytest.Pytester, monkeypa
         name: pytester.path / DIRECTORY / "test_checks" / name
         for name in ("test_digits.json", "test_subset[900].json")
     }
-    written = pytester.runpytest_subprocess("--decompose-update-baseline")
+    written = pytester.runpytest_inprocess("--decompose-update-baseline")
     written.assert_outcomes(passed=2)
     written.stdout.fnmatch_lines(["*baselines: 2 written*"])
     baseline = json.loads(stored["test_digits.json"].read_text())
@@ -242,14 +240,14 @@ def test_baselines_write_pass_regress_update(pytester: pytest.Pytester, monkeypa
     assert check["method"] == "wanda" and len(check["classes"]) == 10
     assert len(check["supports"]) == 64  # a sha256 of the component supports
 
-    same = pytester.runpytest_subprocess("-n", "2", "--decompose-report=out")
+    same = pytester.runpytest_inprocess("-n", "2", "--decompose-report=out")
     same.assert_outcomes(passed=2)
     same.stdout.fnmatch_lines(["*baselines: 2 matched*"])
 
     # a worse decomposition (random masks instead of Wanda's) of the same model: the contract holds
     # (eps = 1), the baseline catches it, under xdist too
     monkeypatch.setenv("CHECK_METHOD", "random")
-    worse = pytester.runpytest_subprocess("-n", "2", "--decompose-report=out")
+    worse = pytester.runpytest_inprocess("-n", "2", "--decompose-report=out")
     worse.assert_outcomes(failed=2)
     new = {r["nodeid"]: r for r in _results(pytester)}["test_checks.py::test_digits"]
     assert new["baseline"]["status"] == "regressed"
@@ -268,9 +266,9 @@ def test_baselines_write_pass_regress_update(pytester: pytest.Pytester, monkeypa
     )
     worse.stdout.fnmatch_lines(["REGR *test_digits*regressed against*"])
 
-    pytester.runpytest_subprocess("--decompose-update-baseline").assert_outcomes(passed=2)
+    pytester.runpytest_inprocess("--decompose-update-baseline").assert_outcomes(passed=2)
     assert json.loads(stored["test_digits.json"].read_text())["checks"][0]["method"] == "random"
-    accepted = pytester.runpytest_subprocess()
+    accepted = pytester.runpytest_inprocess()
     accepted.assert_outcomes(passed=2)
     accepted.stdout.fnmatch_lines(["*baselines: 2 matched*"])
 
@@ -284,7 +282,7 @@ def test_stale_baselines_are_listed_then_removed(pytester: pytest.Pytester) -> N
     for path in (alive, gone_test, gone_file):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text('{"format": 1, "checks": []}')
-    listed = pytester.runpytest_subprocess("-n", "2")
+    listed = pytester.runpytest_inprocess("-n", "2")
     listed.assert_outcomes(passed=1)
     listed.stdout.fnmatch_lines(
         [
@@ -294,9 +292,9 @@ def test_stale_baselines_are_listed_then_removed(pytester: pytest.Pytester) -> N
         ]
     )
     # a run that names single tests judges none of that file's baselines
-    single = pytester.runpytest_subprocess("test_kept.py::test_alive")
+    single = pytester.runpytest_inprocess("test_kept.py::test_alive")
     assert "test_kept/test_removed.json" not in single.stdout.str()
-    removed = pytester.runpytest_subprocess("--decompose-update-baseline")
+    removed = pytester.runpytest_inprocess("--decompose-update-baseline")
     removed.stdout.fnmatch_lines(["*stale baselines (2*removed):*"])
     assert alive.exists() and not gone_test.exists() and not gone_file.exists()
     assert not gone_file.parent.exists()

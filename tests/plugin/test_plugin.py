@@ -8,13 +8,6 @@ import sys
 import textwrap
 
 import pytest
-import sklearn.datasets  # noqa: F401
-
-import pytest_decompose.assertions
-import pytest_decompose.engine  # noqa: F401
-
-# In-process pytester runs restore sys.modules afterwards; numpy's C extensions cannot be
-# loaded twice, so everything the inner tests import is imported here first.
 
 pytest_plugins = ["pytester"]
 
@@ -77,8 +70,8 @@ def test_a_run_without_xdist_or_without_the_plugin_succeeds(
 
 # --------------------------------------------------------------------------- assert_decomposable
 
-# Runs go through a subprocess: in-process pytester restores sys.modules between runs, and
-# torch and numpy cannot load their native extensions twice in one process.
+# Runs are in-process (conftest.py imports first what they import), but for the one above:
+# loading the plugin into a fresh process is what it tests.
 MODEL_FILE = """
 import pytest
 import torch
@@ -106,7 +99,7 @@ def test_passing_and_failing_contracts(pytester: pytest.Pytester) -> None:
             assert_decomposable(MODEL, X, eps=0.9, gamma=0.5, method="magnitude")
         """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -137,7 +130,7 @@ def test_marker_sets_the_contract_and_unknown_keys_fail(pytester: pytest.Pyteste
             assert decompose_contract.eta == 0.3 and decompose_contract.eps == 0.1
         """,
     )
-    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2, failed=1)
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2, failed=1)
     pytester.makepyfile(
         test_bad="""
         import pytest
@@ -147,7 +140,7 @@ def test_marker_sets_the_contract_and_unknown_keys_fail(pytester: pytest.Pyteste
             pass
         """
     )
-    result = pytester.runpytest_subprocess("test_bad.py")
+    result = pytester.runpytest_inprocess("test_bad.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*decomposable takes only keyword arguments*epsilon*"])
 
@@ -164,7 +157,7 @@ def test_too_few_boundary_samples_says_how_many_are_needed(pytester: pytest.Pyte
             )
         """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     # n = 40, q = 0.2 -> |B| = 8, 0 disagreements: Clopper-Pearson 1 - 0.025^(1/8) = 0.3694.
     # Binomial at Dis = 0: 1 - 0.025^(1/n) <= 0.1 needs n >= 35.01 -> |B| >= 36, and
@@ -191,7 +184,7 @@ def test_report_files_cache_refresh_and_no_cache(pytester: pytest.Pytester) -> N
             assert_decomposable(MODEL, X[:900], eps=0.95, gamma=1.0, method="random", sparsity=0.4)
         """,
     )
-    cold = pytester.runpytest_subprocess("--decompose-report=out")
+    cold = pytester.runpytest_inprocess("--decompose-report=out")
     cold.assert_outcomes(passed=2)
     cold.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
     document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
@@ -201,13 +194,13 @@ def test_report_files_cache_refresh_and_no_cache(pytester: pytest.Pytester) -> N
     ]
     assert {"python", "torch", "device"} <= set(document["results"][0]["machine"])
     assert "<svg" in (pytester.path / "out" / "decompose-report.html").read_text()
-    warm = pytester.runpytest_subprocess()
+    warm = pytester.runpytest_inprocess()
     warm.stdout.fnmatch_lines(["*cache: 2 hits, 0 decompositions computed*"])
-    refresh = pytester.runpytest_subprocess("--decompose-refresh")
+    refresh = pytester.runpytest_inprocess("--decompose-refresh")
     refresh.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
-    bypass = pytester.runpytest_subprocess("--decompose-no-cache")
+    bypass = pytester.runpytest_inprocess("--decompose-no-cache")
     bypass.stdout.fnmatch_lines(["*cache: 0 hits, 2 decompositions computed*"])
-    pytester.runpytest_subprocess("--junitxml=junit.xml")
+    pytester.runpytest_inprocess("--junitxml=junit.xml")
     xml = (pytester.path / "junit.xml").read_text()
     assert 'name="decompose_holds" value="True"' in xml
 
@@ -221,7 +214,7 @@ def test_xdist_workers_results_are_merged(pytester: pytest.Pytester) -> None:
             assert_decomposable(MODEL, X[:size], eps=0.95, gamma=1.0, method="random")
         """,
     )
-    result = pytester.runpytest_subprocess("-n", "2", "--decompose-report=out", "-p", "no:randomly")
+    result = pytester.runpytest_inprocess("-n", "2", "--decompose-report=out", "-p", "no:randomly")
     result.assert_outcomes(passed=4)
     document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
     assert len(document["results"]) == 4
@@ -241,7 +234,7 @@ def test_a_long_decomposition_is_announced_before_it_starts(pytester: pytest.Pyt
             assert_decomposable(MODEL, X, eps=0.95, gamma=1.0, lbmask=config)
         """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--decompose-report=out")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--decompose-report=out")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*pytest-decompose: decomposing, about * min: mining*"])
     document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
@@ -275,7 +268,7 @@ def test_a_conftest_hook_amends_each_report_entry(pytester: pytest.Pytester) -> 
             assert_decomposable(MODEL, X[:600], eps=0.95, gamma=1.0, method="random")
         """,
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--decompose-report=out")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--decompose-report=out")
     result.assert_outcomes(passed=2)
     document = json.loads((pytester.path / "out" / "decompose-report.json").read_text())
     entries = {r["nodeid"]: r for r in document["results"]}
