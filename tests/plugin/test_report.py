@@ -52,16 +52,24 @@ def _colour_pixels(png: Path, rgb: tuple[int, int, int]) -> int:
     return int(((image - target).abs().sum(0) < 30).sum())
 
 
-@needs_chromium
-def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
-    out = tmp_path / "report"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "examples", f"--decompose-report={out}", "-q"],
+def _pytest_examples(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``pytest examples ARGS`` as a user runs it: a process of its own, from the repository,
+    with a pytest cache and Hypothesis database of this test's (cold on the first call)."""
+    command = [sys.executable, "-m", "pytest", "examples", "-q", "-o", f"cache_dir={tmp_path}/c"]
+    return subprocess.run(
+        [*command, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path / "hypothesis")},
     )
+
+
+@needs_chromium
+def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    run = _pytest_examples(tmp_path, f"--decompose-report={out}")
     assert run.returncode == 0, run.stdout[-3000:]
     assert "decomposition contracts" in run.stdout  # the terminal summary
     assert f"next: open {out / 'decompose-report.html'}" in run.stdout
@@ -82,13 +90,7 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     assert 'aria-label="margin histogram"' in dom and "kappa cut" in dom
 
     # a warm re-run learns no masks: every decomposition comes from the cache
-    warm = subprocess.run(
-        [sys.executable, "-m", "pytest", "examples", "-q"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    warm = _pytest_examples(tmp_path)
     assert warm.returncode == 0, warm.stdout[-3000:]
     assert "0 decompositions computed" in warm.stdout
 
