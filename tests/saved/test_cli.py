@@ -30,14 +30,41 @@ def test_demo_runs_the_pipeline_and_prints_every_axis(capsys, tmp_path) -> None:
     assert report["verdicts"]["bound"] == "binomial"
 
 
-def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "saved.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """``saved ARGS`` in this process, from the folder ``cwd``: its exit status and output.
+    ``saved check`` puts its working folder on ``sys.path`` to import the user's module; both
+    are undone afterwards."""
+
+    def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "path", list(sys.path))
+            if cwd is not None:
+                patch.chdir(cwd)
+            known = set(sys.modules)
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors
+                code = stop.code
+            finally:
+                for name in set(sys.modules) - known:  # the user's module is not ours to keep
+                    if name.startswith("my_model"):
+                        del sys.modules[name]
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["saved", *args], code, out, err)
+
+    return run_cli
 
 
 def test_check_with_a_bad_import_path_fails_in_one_line() -> None:
-    result = _run("check", "no_such_module_here:build")
+    """Through the real entry point, ``python -m saved.cli``, in a process of its own: the
+    exit status and the one line on stderr are what a shell sees."""
+    result = subprocess.run(
+        [sys.executable, "-m", "saved.cli", "check", "no_such_module_here:build"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "cannot import 'no_such_module_here'" in result.stderr
@@ -52,14 +79,14 @@ def test_check_with_a_bad_import_path_fails_in_one_line() -> None:
         ("--kappa=0", "kappa"),
     ],
 )
-def test_check_with_thresholds_out_of_range_fails_in_one_line(option: str, match: str) -> None:
-    result = _run("check", "anything:build", option)
+def test_check_with_thresholds_out_of_range_fails_in_one_line(option: str, match: str, run) -> None:
+    result = run("check", "anything:build", option)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert re.search(match, result.stderr)
 
 
-def test_check_a_user_module_and_render_its_report(tmp_path) -> None:
+def test_check_a_user_module_and_render_its_report(tmp_path, run) -> None:
     (tmp_path / "my_model.py").write_text(
         textwrap.dedent(
             """
@@ -73,7 +100,7 @@ def test_check_a_user_module_and_render_its_report(tmp_path) -> None:
         )
     )
     report_path = tmp_path / "report.json"
-    result = _run(
+    result = run(
         "check",
         "my_model:build",
         "--method",
@@ -89,13 +116,13 @@ def test_check_a_user_module_and_render_its_report(tmp_path) -> None:
     assert data["split"]["mode"] == "held-out"
     assert data["n_samples"] == data["split"]["n_evaluation"]
     assert data["split"]["n_evaluation"] + data["split"]["n_decomposition"] == 300
-    rendered = _run("report", str(report_path), "--html", str(tmp_path / "r.html"))
+    rendered = run("report", str(report_path), "--html", str(tmp_path / "r.html"))
     assert rendered.returncode == result.returncode
     assert "Decomposition contract (random)" in rendered.stdout
     assert "<html" in (tmp_path / "r.html").read_text().lower()
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    failed = _run("report", str(broken))
+    failed = run("report", str(broken))
     assert failed.returncode == 2 and "not a readable report" in failed.stderr
 
 
@@ -122,7 +149,7 @@ def test_plan_prints_the_samples_each_bound_needs(capsys) -> None:
     assert "hoeffding (chosen): |B| >= 185, 923 evaluated samples" in capsys.readouterr().out
 
 
-def test_plan_refuses_an_expected_dis_above_eps() -> None:
-    result = _run("plan", "--eps", "0.05", "--expected-dis", "0.1")
+def test_plan_refuses_an_expected_dis_above_eps(run) -> None:
+    result = run("plan", "--eps", "0.05", "--expected-dis", "0.1")
     assert result.returncode == 2
     assert "no sample size passes" in result.stderr
