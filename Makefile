@@ -42,8 +42,14 @@ system-packages:
 user-install: $(STAMP)
 	bash .ci/user-install
 
-test: lint system-packages user-install
-	$(BIN)/python -m pytest
+# Lint and the wheel install check run side by side (each keeps one core busy, mostly mypy and
+# unpacking torch); then the suite on both cores: two xdist workers with one torch thread each
+# (tests/conftest.py), tests dealt out by work stealing, each test under the time limit of
+# pyproject.toml. Timings: docs/BENCHMARKS.md ("The test suite's time").
+PYTEST_WORKERS ?= 2
+test: $(STAMP) system-packages
+	$(MAKE) --no-print-directory -j 2 --output-sync=line lint user-install
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from hypothesis import HealthCheck, settings
 
 from saved import testing
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per xdist worker: two workers on two cores, not four threads taking
+    # turns. The processes a test starts (torchrun, pytest on the examples) inherit it.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 # Torch calls are slow on first use and vary on shared machines: no deadline.
 settings.register_profile(
