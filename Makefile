@@ -42,13 +42,13 @@ system-packages:
 user-install: $(STAMP)
 	bash .ci/user-install
 
-# Lint and the wheel install check run side by side (each keeps one core busy, mostly mypy and
+# Lint and the wheel install check run side by side (each keeps about one core busy: mypy, and
 # unpacking torch); then the suite on both cores: two xdist workers with one torch thread each
-# (tests/conftest.py), tests dealt out by work stealing, each test under the time limit of
-# pyproject.toml. Timings: docs/BENCHMARKS.md ("The test suite's time").
+# (tests/conftest.py), tests dealt out by work stealing, in a random order, each test under the
+# time limit of pyproject.toml. Timings: docs/BENCHMARKS.md ("The test suite's time").
 PYTEST_WORKERS ?= 2
 test: $(STAMP) system-packages
-	$(MAKE) --no-print-directory -j 2 --output-sync=line lint user-install
+	$(MAKE) --no-print-directory -j 2 lint user-install
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 clean:
