@@ -45,6 +45,7 @@ __all__ = [
     "component_sizes",
     "confusion_deviation",
     "disagreement",
+    "disagreement_by_margin",
     "hoeffding_radius",
     "jaccard_overlap",
     "logit_margins",
@@ -236,6 +237,43 @@ def disagreement(reference: Tensor, decomposed: Tensor) -> float:
     """``Dis = (1/|B|) * sum_{x in B} 1[y_dec(x) != y(x)]`` over the given predictions."""
     _check_predictions(reference, decomposed)
     return float((reference != decomposed).double().mean())
+
+
+def disagreement_by_margin(
+    margins: Tensor, reference: Tensor, decomposed: Tensor, bins: int = 10
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Where along the margin the decomposition disagrees: the samples ranked by margin (ties by
+    index, as in :func:`boundary_subset`) and cut into ``min(bins, n)`` groups of equal size
+    (sizes differ by at most one; group ``b`` holds the ranks ``r`` with
+    ``floor(r * bins / n) = b``, so group 0 is the lowest margins).
+
+    Returns:
+        per group: the sample count, the count of ``y_dec(x) != y(x)``, and the lowest and
+        highest margin in it. ``wrong / count`` is the group's disagreement; with ``bins = 10``
+        and ``kappa = 0.1`` on ``n`` divisible by 10, group 0 is the boundary subset.
+    """
+    _check_predictions(reference, decomposed)
+    if not isinstance(margins, Tensor) or margins.shape != reference.shape:
+        raise ValueError("margins: expected one margin per prediction")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins: expected an integer >= 1, got {bins!r}")
+    n = margins.numel()
+    groups = min(bins, n)
+    order = torch.sort(margins, stable=True).indices
+    device = margins.device
+    group = torch.empty(n, dtype=torch.long, device=device)
+    group[order] = torch.arange(n, device=device) * groups // n
+    wrong = (reference != decomposed).to(device)
+    counts = torch.bincount(group, minlength=groups)
+    wrongs = torch.bincount(group, weights=wrong.double(), minlength=groups).long()
+    values = margins.double()
+    low, high = (
+        torch.full((groups,), start, dtype=torch.float64, device=device).scatter_reduce(
+            0, group, values, reduce=reduce
+        )
+        for start, reduce in ((math.inf, "amin"), (-math.inf, "amax"))
+    )
+    return counts, wrongs, low, high
 
 
 def per_class_disagreement(reference: Tensor, decomposed: Tensor, num_classes: int) -> Tensor:

@@ -14,6 +14,7 @@ from .contract import (
     component_sizes,
     confusion_deviation,
     disagreement,
+    disagreement_by_margin,
     hoeffding_radius,
     jaccard_overlap,
     logit_margins,
@@ -21,7 +22,7 @@ from .contract import (
     per_class_upper_bounds,
     upper_bound,
 )
-from .report import ClassRow, ContractReport, Counterexample, SampleSplit
+from .report import ClassRow, ContractReport, Counterexample, MarginBin, SampleSplit
 
 __all__ = ["assess"]
 
@@ -99,6 +100,12 @@ def assess(
     top = float(torch.quantile(margins.double(), 0.99)) or float(margins.max()) or 1.0
     counts = torch.histc(margins.clamp(max=top).double(), bins=30, min=0.0, max=top)
     histogram = {"edges": torch.linspace(0, top, 31).tolist(), "counts": counts.long().tolist()}
+    profile = [
+        MarginBin(index, int(count), int(wrong), float(low), float(high))
+        for index, (count, wrong, low, high) in enumerate(
+            zip(*disagreement_by_margin(margins, reference, decomposed), strict=True)
+        )
+    ]
     return ContractReport(
         contract=contract,
         method=method,
@@ -118,4 +125,5 @@ def assess(
         split=split,
         extra={"margin_histogram": histogram},
         training=dict(training) if training else None,
+        margin_profile=profile,
     )

@@ -5,7 +5,7 @@ a self-contained HTML page, the one page both ``saved report --html`` and
 Every figure is read from the typed report (its verdict properties and text methods), never
 from the JSON by key, so the terminal, the page and the assertion message cannot disagree.
 The plots are inline SVG written here rather than drawn with a plotting library: the page must
-be one file that opens anywhere, and three small charts do not justify a plotting dependency.
+be one file that opens anywhere, and a few small charts do not justify a plotting dependency.
 """
 
 from __future__ import annotations
@@ -98,6 +98,9 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
             upper = "-" if row.upper_bound is None else f"{row.upper_bound:.4f}"
             classes.add_row(name, str(row.class_index), str(row.n_boundary), rate, upper)
         parts.append(classes)
+    margins = _margin_table(report)
+    if margins is not None:
+        parts.append(margins)
     blocks = _blocks_table(report)
     if blocks is not None:
         parts.append(blocks)
@@ -118,6 +121,27 @@ def render_report(report: ContractReport, *, top: int = 5) -> RenderableType:
     style = "bold green" if report.holds else "bold red"
     parts.append(Text(f"Contract {verdict}", style=style))
     return Group(*parts)
+
+
+def _margin_table(report: ContractReport) -> Table | None:
+    """Disagreement in each margin decile of the evaluated samples, lowest margins first."""
+    if not report.margin_profile:
+        return None
+    table = Table(
+        title="Disagreement by margin decile (all evaluated samples, lowest margins first)",
+        title_justify="left",
+    )
+    for column in ("decile", "margins", "samples", "disagree", "Dis"):
+        table.add_column(column, justify="right")
+    for row in report.margin_profile:
+        table.add_row(
+            str(row.index + 1),
+            f"{row.margin_low:.3g} - {row.margin_high:.3g}",
+            str(row.n_samples),
+            str(row.n_disagreements),
+            f"{row.disagreement:.4f}",
+        )
+    return table
 
 
 #: block rows the terminal shows (the HTML page and the JSON hold them all)
@@ -216,6 +240,48 @@ def _histogram_svg(report: ContractReport) -> str:
         f'stroke-dasharray="4"/><text x="{cut + 3:.1f}" y="{pad + 10}">kappa cut '
         f'{report.boundary_margin:.3g}</text><text x="{pad}" y="{height - 6}">0</text>'
         f'<text x="{width - pad - 30}" y="{height - 6}">{top:.3g}</text></svg>'
+    )
+
+
+def _margin_profile_svg(report: ContractReport) -> str:
+    """Disagreement (y, 0 to 1) in each margin decile (x, lowest margins on the left), the
+    value above each bar and the decile's margin range in its tooltip."""
+    profile = report.margin_profile
+    if not profile:
+        return ""
+    width, height, left, top, bottom = 380, 190, 34, 30, 36
+    plot_w, plot_h = width - left - 10, height - top - bottom
+    bar = plot_w / len(profile)
+    parts = [
+        '<text x="2" y="14">disagreement by margin decile (lowest margins left)</text>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" '
+        'stroke="#999"/>',
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">1</text>',
+        f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">0</text>',
+        f'<text x="2" y="{top + plot_h / 2:.0f}">Dis</text>',
+    ]
+    for i, row in enumerate(profile):
+        h = plot_h * row.disagreement
+        x = left + i * bar
+        parts.append(
+            f'<rect x="{x + 1:.1f}" y="{top + plot_h - h:.1f}" width="{bar - 2:.1f}" '
+            f'height="{h:.1f}" fill="#8e44ad"><title>decile {row.index + 1}: margins '
+            f"{row.margin_low:.3g} to {row.margin_high:.3g}, {row.n_disagreements} of "
+            f"{row.n_samples} disagree</title></rect>"
+            f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - h - 3:.1f}" text-anchor="middle">'
+            f"{row.disagreement:.2f}</text>"
+            f'<text x="{x + bar / 2:.1f}" y="{top + plot_h + 13}" text-anchor="middle">'
+            f"{row.index + 1}</text>"
+        )
+    parts.append(
+        f'<text x="{left}" y="{height - 6}">margin decile (1: margins {profile[0].margin_low:.3g}'
+        f" to {profile[0].margin_high:.3g}; {len(profile)}: up to "
+        f"{profile[-1].margin_high:.3g})</text>"
+    )
+    return (
+        f'<svg class="plot" role="img" aria-label="disagreement by margin decile" '
+        f'width="{width}" height="{height}">' + "".join(parts) + "</svg>"
     )
 
 
@@ -353,7 +419,7 @@ def _section(name: str, report: ContractReport) -> str:
     )
     return (
         f"<section><h2>{name}</h2>{_certificate_html(report)}"
-        f"<div class='plots'>{_histogram_svg(report)}"
+        f"<div class='plots'>{_histogram_svg(report)}{_margin_profile_svg(report)}"
         f"{_class_bars_svg(report)}{_overlap_svg(report)}{_blocks_svg(report)}"
         f"{_overlap_by_depth_svg(report)}</div>"
         f"{table}</section>"

@@ -15,12 +15,13 @@ from rich.console import RenderableType
 
 from .contract import Bound, Contract
 
-__all__ = ["ClassRow", "ContractReport", "Counterexample", "SampleSplit"]
+__all__ = ["ClassRow", "ContractReport", "Counterexample", "MarginBin", "SampleSplit"]
 
 #: 2 added the binomial bound, per-class upper bounds and the sample split; 3 how mask
-#: learning ended (``training``). Version 2 reports are still read (without it).
-REPORT_VERSION = 3
-_READABLE_VERSIONS = (2, 3)
+#: learning ended (``training``); 4 the disagreement by margin decile (``margin_profile``).
+#: Versions 2 and 3 are still read (without what came later).
+REPORT_VERSION = 4
+_READABLE_VERSIONS = (2, 3, 4)
 
 _SPLIT_TEXT = {
     "held-out": "certified on held-out samples the decomposition never saw",
@@ -76,6 +77,23 @@ class Counterexample:
 
 
 @dataclass(frozen=True)
+class MarginBin:
+    """The evaluated samples of one margin decile (``index`` 0: the lowest margins) and how
+    many of them the decomposition decides differently
+    (:func:`saved.contract.disagreement_by_margin`)."""
+
+    index: int
+    n_samples: int
+    n_disagreements: int
+    margin_low: float
+    margin_high: float
+
+    @property
+    def disagreement(self) -> float:
+        return self.n_disagreements / self.n_samples
+
+
+@dataclass(frozen=True)
 class ContractReport:
     """The outcome of checking one decomposition against a :class:`Contract`.
 
@@ -105,6 +123,10 @@ class ContractReport:
     #: how mask learning ended (LBMask): ``steps_run``, ``best_step``, ``stopped`` ("steps",
     #: "converged", "max_steps" or "time_budget") and ``seconds``; None for scored methods
     training: dict[str, Any] | None = None
+    #: disagreement in each margin decile of all evaluated samples, lowest margins first:
+    #: whether a decomposition fails only on near-ties or everywhere (empty in reports older
+    #: than version 4)
+    margin_profile: list[MarginBin] = field(default_factory=list)
 
     # ------------------------------------------------------------------ derived verdicts
 
@@ -235,6 +257,9 @@ class ContractReport:
                 f"{self.n_boundary}; {other}: {self.bounds[other]:.4f})"
             )
             lines += self.sample_advice()
+            margin_line = self.margin_line()
+            if margin_line is not None:
+                lines.append(f"    {margin_line}")
         if not self.structural_holds:
             lines.append(
                 f"  structural: max overlap {self.max_overlap:.4f} > gamma = {contract.gamma:g}"
@@ -256,6 +281,20 @@ class ContractReport:
                     f"  {c.index}: {c.reference} -> {c.decomposed} (margin {c.margin:.4g})"
                 )
         return "\n".join(lines)
+
+    def margin_line(self) -> str | None:
+        """The disagreement by margin decile in one line, lowest margins first; None without
+        a profile."""
+        if not self.margin_profile:
+            return None
+        sizes = sorted({b.n_samples for b in self.margin_profile})
+        size = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        rates = " ".join(f"{b.disagreement:.2f}" for b in self.margin_profile)
+        return (
+            f"Dis by margin decile, lowest margins first: {rates} (n = {size} each, "
+            f"margins {self.margin_profile[0].margin_low:.3g} to "
+            f"{self.margin_profile[-1].margin_high:.3g})"
+        )
 
     def sample_advice(self) -> list[str]:
         """When the bound, not Dis, is what failed — Dis is within eps, or even Dis = 0 could
@@ -308,6 +347,8 @@ class ContractReport:
                 value = value.to_dict()
             elif f.name in ("per_class", "counterexamples"):
                 value = [vars(item).copy() for item in value]
+            elif f.name == "margin_profile":  # with each decile's rate, for readers of the JSON
+                value = [{**vars(b), "disagreement": b.disagreement} for b in value]
             elif f.name == "split" and value is not None:
                 value = vars(value).copy()
             data[f.name] = value
@@ -336,6 +377,10 @@ class ContractReport:
         values["contract"] = Contract.from_dict(values["contract"])
         values["per_class"] = [ClassRow(**row) for row in values["per_class"]]
         values["counterexamples"] = [Counterexample(**c) for c in values["counterexamples"]]
+        values["margin_profile"] = [
+            MarginBin(**{k: v for k, v in b.items() if k != "disagreement"})
+            for b in values.get("margin_profile", [])
+        ]
         if values.get("split") is not None:
             values["split"] = SampleSplit(**values["split"])
         return cls(**values)

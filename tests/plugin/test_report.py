@@ -83,11 +83,14 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     # histogram, per-class bars, overlap heatmap; and for structured masks over several
     # blocks the kept-per-block heatmap and the overlap-by-depth plot
     blocks = sum(len(r["report"]["extra"].get("blocks", [])) >= 2 for r in document["results"])
-    assert dom.count("<svg") == 3 * checks + 2 * blocks
+    assert dom.count("<svg") == 4 * checks + 2 * blocks
     assert blocks >= 1 and dom.count('aria-label="kept share per block"') == blocks
     assert dom.count('aria-label="overlap by depth"') == blocks
     assert dom.count("<polyline") == 2 * blocks  # mean and max overlap, along depth
     assert 'aria-label="margin histogram"' in dom and "kappa cut" in dom
+    # the disagreement by margin decile of every check: ten bars, each labelled with its value
+    assert dom.count('aria-label="disagreement by margin decile"') == checks
+    assert dom.count("<title>decile 10: margins") == checks
 
     # a warm re-run learns no masks: every decomposition comes from the cache
     warm = _pytest_examples(tmp_path)
@@ -99,5 +102,6 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     assert _colour_pixels(shot, (0x5B, 0x8D, 0xEF)) > 200  # histogram bars above the cut
     assert _colour_pixels(shot, (0xD9, 0x53, 0x4F)) > 200  # boundary-subset bars
     assert _colour_pixels(shot, (0xF0, 0xAD, 0x4E)) > 100  # per-class disagreement bars
+    assert _colour_pixels(shot, (0x8E, 0x44, 0xAD)) > 100  # disagreement by margin decile
     if os.environ.get("SAVE_REPORT_SCREENSHOT"):
         shutil.copy(shot, ROOT / "docs" / "report-screenshot.png")

@@ -28,6 +28,10 @@ def test_demo_runs_the_pipeline_and_prints_every_axis(capsys, tmp_path) -> None:
     assert split["n_decomposition"] + split["n_evaluation"] == 1797
     assert report["n_samples"] == split["n_evaluation"]
     assert report["verdicts"]["bound"] == "binomial"
+    # where along the margin it disagrees: ten deciles of the certified samples
+    profile = report["margin_profile"]
+    assert len(profile) == 10 and sum(b["n_samples"] for b in profile) == report["n_samples"]
+    assert "Disagreement by margin decile" in out
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from saved.contract import (
     component_sizes,
     confusion_deviation,
     disagreement,
+    disagreement_by_margin,
     hoeffding_radius,
     jaccard_overlap,
     logit_margins,
@@ -297,6 +298,44 @@ def test_disagreement_is_a_rate(pair: tuple) -> None:
     rates = per_class_disagreement(ref, dec, c)
     counts = torch.bincount(ref, minlength=c).double()
     assert float((rates.nan_to_num(0.0) * counts).sum() / counts.sum()) == pytest.approx(dis)
+
+
+def test_disagreement_by_margin_by_hand() -> None:
+    # margins of samples 0..6; by rank: 2 (0.1), 5 (0.1, a tie: index order), 0 (0.3), 6 (0.4),
+    # 1 (0.9), 4 (1.5), 3 (2.0); 3 groups of 7: ranks 0-2, 3-4, 5-6 (floor(r * 3 / 7))
+    margins = torch.tensor([0.3, 0.9, 0.1, 2.0, 1.5, 0.1, 0.4])
+    ref = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    dec = torch.tensor([0, 1, 0, 0, 0, 2, 1])  # samples 2, 4 and 6 disagree
+    counts, wrong, low, high = disagreement_by_margin(margins, ref, dec, bins=3)
+    assert counts.tolist() == [3, 2, 2]
+    assert wrong.tolist() == [1, 1, 1]  # {2, 5, 0}: 2; {6, 1}: 6; {4, 3}: 4
+    assert low.tolist() == pytest.approx([0.1, 0.4, 1.5])
+    assert high.tolist() == pytest.approx([0.3, 0.9, 2.0])
+    # more bins than samples: one sample each
+    counts, _, _, _ = disagreement_by_margin(margins[:4], ref[:4], dec[:4], bins=10)
+    assert counts.tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="bins: expected an integer >= 1"):
+        disagreement_by_margin(margins, ref, dec, bins=0)
+    with pytest.raises(ValueError, match="margins: expected one margin per prediction"):
+        disagreement_by_margin(margins[:3], ref, dec)
+
+
+@given(logits_matrices(), st.integers(1, 12), st.data())
+def test_disagreement_by_margin_partitions_the_samples_in_margin_order(
+    logits: torch.Tensor, bins: int, data: st.DataObject
+) -> None:
+    margins, ref = logit_margins(logits), logits.argmax(1)
+    n = ref.numel()
+    dec = torch.tensor(data.draw(st.lists(st.integers(0, 7), min_size=n, max_size=n)))
+    counts, wrong, low, high = disagreement_by_margin(margins, ref, dec, bins)
+    assert int(counts.sum()) == n and int(counts.max() - counts.min()) <= 1
+    assert int(wrong.sum()) == int((ref != dec).sum())
+    assert bool((wrong <= counts).all()) and bool((low <= high).all())
+    assert bool((high[:-1] <= low[1:]).all())  # groups follow the margin order
+    # the first group is the boundary subset of the same size (the same tie-breaking)
+    first = boundary_subset(margins, q=float(counts[0]) / n)
+    if first.numel() == int(counts[0]):
+        assert int(wrong[0]) == int((ref[first] != dec[first]).sum())
 
 
 def test_disagreement_rejects_mismatched_lengths() -> None:

@@ -140,6 +140,37 @@ def test_a_failure_says_when_mask_learning_was_cut_while_still_improving(
     assert f"stopped ({training['stopped']})" in console.export_text()
 
 
+def test_the_margin_profile_by_hand_in_every_form() -> None:
+    """Margins 0.1, 2.0, 0.3, 5.0, 0.2 in 5 deciles of one sample each: samples 0, 4, 2, 1, 3;
+    samples 0 and 4 disagree."""
+    logits, decomposed, supports, _ = _hand_example()
+    report = assess(Contract(kappa=0.6), logits, decomposed, supports)
+    profile = report.margin_profile
+    assert [(b.index, b.n_samples, b.n_disagreements) for b in profile] == [
+        (0, 1, 1),
+        (1, 1, 1),
+        (2, 1, 0),
+        (3, 1, 0),
+        (4, 1, 0),
+    ]
+    assert [b.margin_low for b in profile] == pytest.approx([0.1, 0.2, 0.3, 2.0, 5.0])
+    data = report.to_dict()
+    assert data["version"] == 4
+    assert [b["disagreement"] for b in data["margin_profile"]] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert ContractReport.from_json(report.to_json()).margin_profile == profile
+    line = "Dis by margin decile, lowest margins first: 1.00 1.00 0.00 0.00 0.00 (n = 1 each"
+    assert line in report.explain()
+    console = Console(record=True, width=120)
+    console.print(report)
+    rendered = console.export_text()
+    assert "Disagreement by margin decile" in rendered
+    assert re.search(r"│\s+2 │\s+0.2 - 0.2 │\s+1 │\s+1 │\s+1.0000 │", rendered)
+    data["version"] = 3
+    del data["margin_profile"]
+    older = ContractReport.from_dict(data)
+    assert older.margin_profile == [] and older.margin_line() is None
+
+
 def test_reports_of_version_2_are_still_read() -> None:
     logits, decomposed, supports, _ = _hand_example()
     report = assess(Contract(kappa=0.6), logits, decomposed, supports)

@@ -63,6 +63,12 @@ def test_the_page_shows_the_reports_own_figures() -> None:
     # one heatmap cell per pair of the 3 components, the diagonal at overlap 1
     assert len(re.findall(r"<title>\d,\d: ", page)) == 9
     assert "<title>1,1: 1.000</title>" in page
+    # one bar per margin decile (5 samples: 5 deciles), its value above it, its range inside
+    chart = re.search(r'<svg[^>]*aria-label="disagreement by margin decile".*?</svg>', page, re.S)
+    assert chart is not None
+    assert re.findall(r">(\d\.\d\d)</text>", chart.group(0)) == ["1.00", "1.00"] + ["0.00"] * 3
+    assert "<title>decile 1: margins 0.1 to 0.1, 1 of 1 disagree</title>" in chart.group(0)
+    assert "margin decile (1: margins 0.1 to 0.1; 5: up to 5)" in chart.group(0)
 
 
 def test_the_rich_rendering_carries_the_same_figures() -> None:
