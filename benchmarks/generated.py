@@ -9,6 +9,7 @@ import hashlib
 import json
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -30,6 +31,24 @@ def code_digest(*scripts: str) -> str:
     for path in [*sources, *(ROOT / "benchmarks" / s for s in scripts)]:
         digest.update(f"{path.relative_to(ROOT)}|".encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def commit() -> str:
+    """The commit this run's code is (``git rev-parse``), ``+changes`` when the working tree
+    differs from it: a generated document names the code that made it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:  # no git: a copy of the code, not a checkout
+        return "unknown"
+    return (head or "unknown") + ("+changes" if changed else "")
 
 
 def log(message: str) -> None:
