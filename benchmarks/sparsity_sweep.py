@@ -97,12 +97,12 @@ class Sweep:
         config = replace(self.settings.lbmask(), sparsity=sparsity)
         run = train_masks(
             bench.model,
-            calibration_set(inputs, bench.mined, bench.model),
+            calibration_set(inputs, bench.mined("held-out"), bench.model),
             self.components,
             space,
             config,
             seed=0,
-            sources=calibration_sources(len(inputs), bench.mined),
+            sources=calibration_sources(len(inputs), bench.mined("held-out")),
         )
         return run.logits, space, {"sparsity": sparsity, **run.summary()}
 
@@ -136,7 +136,7 @@ class Sweep:
                 method="wanda",
                 sparsity=s,
                 boundary=self.bench.boundary,
-                mined=self.bench.mined,
+                mined=self.bench.mined("held-out"),
                 progress=False,
             )
             logits_w = decomposition.component_logits(self.probe)
@@ -157,7 +157,7 @@ class Sweep:
                 sparsity=LEARNED_AT,
                 boundary=self.bench.boundary,
                 lbmask=self.settings.lbmask(),
-                mined=self.bench.mined,
+                mined=self.bench.mined("held-out"),
                 progress=False,
             )
             row["same_masks_as_decompose"] = bool(torch.equal(reference.masks, learned_masks))

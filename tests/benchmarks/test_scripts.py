@@ -60,7 +60,8 @@ def test_lbmask_benchmark_smoke(run_script: RunScript) -> None:
     assert {row["model"] for row in result["steps"]} == {"mlp", "cnn"}
 
 
-TABLES = ("rq1", "rq2", "rq2_4", "rq3", "adaptive")
+TABLES = ("rq1", "rq2", "rq2_4", "rq3", "adaptive", "long")
+LONG_MODELS = ("minilm-topics14-long", "minilm-debian4-long")
 
 
 @needs_fashion_mnist
@@ -79,15 +80,37 @@ def test_paper_tables_smoke(
     )
     text = out.read_text()
     assert "--smoke --out" in text and "no number here is edited by hand" in text
-    assert [r["method"] for r in result["rq2"]] == [
-        "lbmask a=0",
-        "lbmask a=1",
-        "wanda",
-        "wanda-structured",
-        "mi",
-        "similarity",
-        "random",
+    assert f"Code: commit {result['commit']}; run started {result['started']}" in text
+    methods = ["lbmask a=0", "lbmask a=1", "wanda", "wanda-structured", "mi", "similarity"]
+    methods.append("random")
+    assert [r["method"] for r in result["rq2"]] == methods
+    # the long-description sets: every method under both protocols, the paper's in-sample
+    assert [(r["model"], r["protocol"], r["method"]) for r in result["long"]] == [
+        (model, protocol, method)
+        for model in LONG_MODELS
+        for protocol in ("held-out", "paper")
+        for method in methods
     ]
+    for row in result["long"]:
+        assert row["n"] == 48  # the test texts: certified on (held-out) or decomposed on too
+    assert "paper protocol, in-sample" in text and "## The paper's text regime" in text
+    # each long model was trained until its held-out accuracy stopped improving
+    trained = {r["name"]: r for r in result["models"]}
+    for name in LONG_MODELS:
+        record = trained[name]
+        best = max(point["held_out_accuracy"] for point in record["curve"])
+        assert record["chosen"]["held_out_accuracy"] == best
+        assert sum(map(sum, record["confusion"])) == record["test_samples"]
+        assert f"### {name}: accuracy while fine-tuning" in text
+    # where along the margin: ten deciles of all evaluated samples for every RQ1/RQ3 LBMask row
+    profiled = [r for r in result["rq1"] + result["rq3"] if r["method"] == "lbmask a=0"]
+    profiled += [r for r in result["long"] if r["method"] == "lbmask a=0"]
+    for row in profiled:
+        profile = row["margin_profile"]
+        assert len(profile) == 10 and sum(b["n_samples"] for b in profile) == row["n"]
+        wrong = sum(b["n_disagreements"] for b in profile)
+        assert wrong == pytest.approx(row["global_dis"] * row["n"])
+    assert "## Where along the margin it breaks" in text
     # every LBMask row carries its layer-wise profile, and the page shows it per model
     assert all(r["blocks"] for r in result["rq3"] if r["method"] == "lbmask a=0")
     assert "## Layer-wise separation (LBMask alpha = 0, s = 0.5)" in text
@@ -101,8 +124,9 @@ def test_paper_tables_smoke(
         "minilm-debian4",
         "resnet18-fmnist",
         "vit-fmnist",
+        *LONG_MODELS,
     }
-    for row in result["rq1"] + result["rq2"] + result["rq3"]:
+    for row in result["rq1"] + result["rq2"] + result["rq3"] + result["long"]:
         assert row["hoeffding_bound"] == pytest.approx(row["dis"] + row["h"])
         assert row["bound"] == row["binomial"]  # the contract's default bound
         assert row["dis"] <= row["binomial"] <= 1.0
@@ -124,8 +148,9 @@ def test_paper_tables_smoke(
         str(tmp_path / "AGAIN.md"),
         env={"SAVED_CACHE_DIR": str(cache)},
     )
-    distinct = {(r["model"], r["method"]) for k in TABLES for r in result[k]}
-    assert again["resumed_rows"] == len(distinct) == 25  # 2 + 6 + 5 + 8 + 4 new per table
+    distinct = {(r["model"], r["method"], r["protocol"]) for k in TABLES for r in result[k]}
+    # new per table: 2 + 6 + 5 + 8 + 4, and 2 models x 7 methods x 2 protocols
+    assert again["resumed_rows"] == len(distinct) == 25 + 28
     assert all(again[k] == result[k] for k in TABLES)
     assert (
         f"{len(distinct)} rows were computed by an earlier" in (tmp_path / "AGAIN.md").read_text()
