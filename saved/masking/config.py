@@ -32,6 +32,8 @@ class LBMaskConfig:
     batch_size: int = 32
     boundary_quantile: float = 0.2
     boundary_weight: float = 4.0
+    #: which rows ``boundary_weight`` weighs (:func:`saved.masking.trainer.boundary_rows`)
+    boundary_set: Literal["rows", "natural"] = "rows"
     sparsity_weight: float = 1.0
     temperature: float = 1.0
     validation_fraction: float = 0.2
@@ -49,6 +51,10 @@ class LBMaskConfig:
         check_in("validation_fraction", self.validation_fraction, "(0, 1)")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if self.boundary_set not in ("rows", "natural"):
+            raise ValueError(
+                f"boundary_set: expected 'rows' or 'natural', got {self.boundary_set!r}"
+            )
         if self.allocation not in ("auto", "group", "kind"):
             raise ValueError(
                 f"allocation: expected 'auto', 'group' or 'kind', got {self.allocation!r}"

@@ -21,7 +21,14 @@ others stay available for comparison:
   the components, ``s_k`` (``m_k[0]`` for the paper's aggregator, ``m_k[0] - m_k[1]`` for the
   margin one), and the same scores of the reference ``r_k``: the loss sees exactly what the
   aggregator compares, across components;
-* ``"aggregate-match"``: ``"aggregate"`` plus ``"match"``.
+* ``"aggregate-match"``: ``"aggregate"`` plus ``"match"``;
+* ``"hinge"``: ``"aggregate"`` plus ``relu(HINGE_SHARE * g_ref - g) / scale``, where ``g`` is
+  the components' score gap ``s_c - max_{j != c} s_j`` for the class ``c`` the reference's
+  scores decide and ``g_ref`` the reference's own gap: a flip costs in proportion to its depth,
+  where the KL of a near-tie of gap d moves only by O(d^2), although a flip is exactly what
+  the contract counts;
+* ``"ce"``: ``"aggregate"`` plus the cross-entropy of the components' scores (at temperature
+  ``T``) against ``c``: a flip-aware term without a margin to choose.
 
 Samples are weighted by ``weights`` (boundary samples up-weighted by the trainer).
 """
@@ -38,7 +45,9 @@ from ..components import ClassComponents
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveTargets", "objective_loss"]
 
-Objective = Literal["bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match"]
+Objective = Literal[
+    "bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match", "hinge", "ce"
+]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
@@ -71,6 +80,17 @@ def _kl(target_logits: Tensor, logits: Tensor, temperature: float) -> Tensor:
     """``KL(softmax(target / T) || softmax(logits / T))`` along the last dimension."""
     target = torch.log_softmax(target_logits / temperature, dim=-1)
     return (target.exp() * (target - torch.log_softmax(logits / temperature, dim=-1))).sum(-1)
+
+
+#: ``"hinge"``: the share of the reference's own score gap the components must keep
+HINGE_SHARE = 0.5
+
+
+def _score_gap(scores: Tensor, decided: Tensor) -> Tensor:
+    """``s_c - max_{j != c} s_j`` per sample for the decided class ``c``: negative on a flip."""
+    own = scores.gather(-1, decided[:, None]).squeeze(-1)
+    rest = scores.scatter(-1, decided[:, None], float("-inf")).amax(-1)
+    return own - rest
 
 
 def objective_loss(
@@ -111,4 +131,12 @@ def objective_loss(
         return aggregate
     if objective == "aggregate-match":
         return aggregate + match
+    decided = reference_scores.argmax(-1)  # the class the reference's aggregator picks
+    if objective == "hinge":
+        gap = _score_gap(scores, decided)
+        wanted = _score_gap(reference_scores, decided) * HINGE_SHARE
+        return aggregate + _weighted_mean(torch.relu(wanted - gap) / targets.scale, weights)
+    if objective == "ce":
+        per = nn.functional.cross_entropy(scores / temperature, decided, reduction="none")
+        return aggregate + _weighted_mean(per, weights)
     raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")

@@ -20,7 +20,7 @@ from .._runtime import (
     resolve_device,
 )
 from ..components import ClassComponents
-from ..contract import logit_margins
+from ..contract import boundary_subset, logit_margins
 from ..distributed import Ranks
 from ..inputs import Inputs, batch_to, trim_padding
 from .config import LBMaskConfig
@@ -98,6 +98,24 @@ def _held_out_rows(
     return torch.nonzero(~held).flatten(), torch.nonzero(held).flatten()
 
 
+def boundary_rows(reference: Tensor, sources: Tensor, config: LBMaskConfig) -> Tensor:
+    """The calibration rows weighted by ``boundary_weight``. ``"rows"``: the lowest
+    ``boundary_quantile`` of reference margins over all rows (mined boundary points, whose
+    margins are near 0, fill it first). ``"natural"``: every mined point, and the data samples
+    :func:`saved.contract.boundary_subset` picks among the data samples: the low-margin
+    samples the contract's boundary subset is made of (a data sample is the row that is its
+    own source; a mined row comes after every data sample)."""
+    margins = logit_margins(reference)
+    if config.boundary_set == "rows":
+        return margins <= torch.quantile(margins, config.boundary_quantile)
+    natural = sources == torch.arange(sources.numel())
+    chosen = ~natural
+    samples = torch.nonzero(natural).flatten()
+    # the contract's own rule (boundary_subset) on the data samples: the same kind of subset
+    chosen[samples[boundary_subset(margins[samples], q=config.boundary_quantile)]] = True
+    return chosen
+
+
 #: Rows of the held-out part measured at each validation (a seeded subsample beyond this).
 VALIDATION_ROWS = 512
 #: Fewer data samples than this: nothing is held out and ``"auto"`` runs ``max_steps``.
@@ -154,19 +172,18 @@ class MaskTrainer:
                 f"components: built for {components.num_classes} classes, the model has "
                 f"{self.reference.shape[1]}"
             )
-        margins = logit_margins(self.reference)
-        self.boundary = margins <= torch.quantile(margins, config.boundary_quantile)
+        n = len(calibration)
+        if sources is None:
+            sources = torch.arange(n)
+        if sources.shape != (n,):
+            raise ValueError(f"sources: expected one sample index per row ({n})")
+        self.boundary = boundary_rows(self.reference, sources, config)
         self.weights = torch.where(self.boundary, config.boundary_weight, 1.0)
         targets = components.binary_targets(self.reference.argmax(1)).float()
         positives = targets.sum(0)
         negatives = targets.shape[0] - positives
         self.pos_weight = (negatives / positives.clamp_min(1)).clamp(1.0, 100.0).to(self.device)
         self.scale = float(self.reference.std().clamp_min(1e-6))
-        n = len(calibration)
-        if sources is None:
-            sources = torch.arange(n)
-        if sources.shape != (n,):
-            raise ValueError(f"sources: expected one sample index per row ({n})")
         if config.steps == "auto" and torch.unique(sources).numel() >= MIN_SOURCES:
             self.train_rows, held = _held_out_rows(
                 sources, config.validation_fraction, self.generator

@@ -16,6 +16,7 @@ from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
 from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
 from saved.masking.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
+from saved.masking.trainer import boundary_rows
 from saved.masking.units import UnitSpace
 
 
@@ -103,6 +104,7 @@ def test_initialisation_alpha(digits_setup) -> None:
         ({"component_chunk": 0}, "component_chunk"),
         ({"objective": "mse"}, "objective: expected one of"),
         ({"allocation": "layer"}, "allocation: expected 'auto', 'group' or 'kind'"),
+        ({"boundary_set": "mined"}, "boundary_set: expected 'rows' or 'natural'"),
         ({"steps": "forever"}, "steps: expected an integer >= 1"),
         ({"time_budget": 0}, "time_budget: expected None or seconds > 0"),
         ({"validation_fraction": 1.0}, r"validation_fraction: expected a value in \(0, 1\)"),
@@ -155,11 +157,68 @@ def test_every_objective_is_zero_or_minimal_at_the_reference(objective: str) -> 
     )
     exact = reference.expand(3, -1, -1).clone()
     at_reference = float(objective_loss(objective, exact, targets, components))  # type: ignore[arg-type]
-    if objective in ("match", "kl", "aggregate", "aggregate-match"):
+    if objective in ("match", "kl", "aggregate", "aggregate-match", "hinge"):
         assert at_reference == pytest.approx(0.0, abs=1e-6)
     noisy = exact + 0.3 * torch.randn_like(exact)
-    if objective not in ("bce", "bce-plain", "tie"):  # BCE rewards confidence, not the level
+    if objective not in ("bce", "bce-plain", "tie", "ce"):  # these reward confidence
         assert float(objective_loss(objective, noisy, targets, components)) > at_reference  # type: ignore[arg-type]
+
+
+def test_the_hinge_objective_charges_a_flip_in_proportion_to_its_depth() -> None:
+    """Three classes, one sample; the reference scores [2, 1, 0] decide class 0 with a gap of 1.
+    Components that keep the order add nothing to ``aggregate``'s KL past half the gap; a flip
+    to class 1 by d costs ``(0.5 + d) / scale`` on top of the KL, linear in d."""
+    components = ClassComponents(3)
+    reference = torch.tensor([[2.0, 1.0, 0.0]])
+    targets = ObjectiveTargets(
+        reference, torch.ones(1), torch.zeros(1, dtype=torch.bool), torch.ones(3), 2.0
+    )
+
+    def scored(scores: list[float]) -> torch.Tensor:
+        # component k's own logit is scores[k]; the others equal the reference's
+        table = reference.expand(3, -1, -1).clone()
+        for k, value in enumerate(scores):
+            table[k, 0, k] = value
+        return table
+
+    def extra(scores: list[float]) -> float:
+        table = scored(scores)
+        hinge = float(objective_loss("hinge", table, targets, components))
+        return hinge - float(objective_loss("aggregate", table, targets, components))
+
+    assert extra([2.0, 1.0, 0.0]) == pytest.approx(0.0, abs=1e-7)  # the reference
+    assert extra([2.0, 1.4, 0.0]) == pytest.approx(0.0, abs=1e-7)  # gap 0.6 >= 0.5
+    assert extra([2.0, 1.8, 0.0]) == pytest.approx((0.5 - 0.2) / 2.0)
+    for depth in (0.1, 0.3, 0.9):  # flipped: class 1 above class 0 by depth
+        assert extra([2.0, 2.0 + depth, 0.0]) == pytest.approx((0.5 + depth) / 2.0)
+
+
+def test_the_cross_entropy_objective_is_aggregate_plus_the_decided_class_loss() -> None:
+    components = ClassComponents(3)
+    reference = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
+    targets = ObjectiveTargets(
+        reference, torch.tensor([1.0, 3.0]), torch.zeros(2, dtype=torch.bool), torch.ones(3), 1.0
+    )
+    table = reference.expand(3, -1, -1).clone() + torch.tensor([0.3, -0.2, 0.1])[:, None, None]
+    scores = torch.stack([table[k, :, k] for k in range(3)], 1)  # the paper's aggregator
+    per = torch.nn.functional.cross_entropy(scores, torch.tensor([0, 2]), reduction="none")
+    expected = float(objective_loss("aggregate", table, targets, components))
+    expected += float((per * targets.weights).sum() / targets.weights.sum())
+    assert float(objective_loss("ce", table, targets, components)) == pytest.approx(expected)
+
+
+def test_natural_boundary_rows_are_the_mined_points_and_the_low_margin_samples() -> None:
+    """Six data samples with margins 0.5 ... 3 and two mined points (margin 0.01 and 0.02):
+    ``"rows"`` takes the lowest fifth of all eight rows (both mined points, no sample);
+    ``"natural"`` takes both mined points and the contract's boundary subset of the six
+    samples (round(0.2 x 6) = 1: the sample of margin 0.5)."""
+    margins = torch.tensor([3.0, 0.5, 2.0, 1.0, 2.5, 1.5, 0.01, 0.02])
+    reference = torch.stack([margins, torch.zeros(8)], 1)
+    sources = torch.tensor([0, 1, 2, 3, 4, 5, 1, 1])
+    rows = boundary_rows(reference, sources, LBMaskConfig())
+    natural = boundary_rows(reference, sources, LBMaskConfig(boundary_set="natural"))
+    assert rows.tolist() == [False] * 6 + [True, True]
+    assert natural.tolist() == [False, True, False, False, False, False, True, True]
 
 
 # --------------------------------------------------------------------------- stopping
