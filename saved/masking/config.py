@@ -35,6 +35,13 @@ class LBMaskConfig:
     #: which rows ``boundary_weight`` weighs (:func:`saved.masking.trainer.boundary_rows`)
     boundary_set: Literal["rows", "natural"] = "rows"
     sparsity_weight: float = 1.0
+    #: steps over which the sparsity rises from 0 to ``sparsity`` (cubic schedule); 0: the
+    #: masks are at ``sparsity`` from the first step
+    ramp: int = 0
+    #: a hinge on every pair of components' Jaccard overlap above this (through the
+    #: straight-through masks), weighted by ``overlap_weight``; None: no overlap term
+    overlap_limit: float | None = None
+    overlap_weight: float = 1.0
     temperature: float = 1.0
     validation_fraction: float = 0.2
     eval_every: int = 25
@@ -63,6 +70,16 @@ class LBMaskConfig:
             check_count("steps", self.steps)
         for name in ("max_steps", "batch_size", "eval_every", "patience"):
             check_count(name, getattr(self, name))
+        if isinstance(self.ramp, bool) or not isinstance(self.ramp, int) or self.ramp < 0:
+            raise ValueError(f"ramp: expected a whole number of steps >= 0, got {self.ramp!r}")
+        if self.ramp >= self.step_limit:
+            raise ValueError(
+                f"ramp: {self.ramp} steps leave none at the target sparsity within "
+                f"{self.step_limit} steps; raise max_steps (or steps) or lower ramp"
+            )
+        if self.overlap_limit is not None:
+            check_in("overlap_limit", self.overlap_limit, "(0, 1)")
+        check_positive("overlap_weight", self.overlap_weight)
         for name in ("lr", "boundary_weight", "temperature"):
             check_positive(name, getattr(self, name))
         check_positive("sparsity_weight", self.sparsity_weight, allow_zero=True)

@@ -140,7 +140,11 @@ def train_masks(
                     over = ranks.any(over)  # clocks differ: the ranks stop together
                 if over:
                     stopped = "time_budget"  # the next step would overrun the budget
-            if auto and (step % config.eval_every == 0 or stopped == "time_budget"):
+            if (
+                auto
+                and trainer.ramped
+                and (step % config.eval_every == 0 or stopped == "time_budget")
+            ):
                 loss = trainer.validation_loss()
                 history.append({"step": step, "validation": loss, "seconds": elapsed})
                 if best_step == 0 or loss < best_loss - 1e-3 * abs(best_loss):
@@ -152,11 +156,12 @@ def train_masks(
                         stopped = "converged"
             if stopped in ("converged", "time_budget"):
                 break
-    logits = best_logits if auto else trainer.logits.detach()
+    # no measurement yet (a time budget spent within the ramp): the masks as they stand
+    logits = best_logits if auto and best_step else trainer.logits.detach()
     return MaskRun(
         logits=logits.cpu(),
         steps_run=step,
-        best_step=best_step if auto else step,
+        best_step=best_step if auto and best_step else step,
         stopped=stopped,
         seconds=time.perf_counter() - started,
         history=history,

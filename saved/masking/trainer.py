@@ -116,6 +116,17 @@ def boundary_rows(reference: Tensor, sources: Tensor, config: LBMaskConfig) -> T
     return chosen
 
 
+def overlap_excess(masks: Tensor, limit: float) -> Tensor:
+    """Mean over component pairs of ``relu(J_ij - limit)``, ``J`` the Jaccard overlap of the
+    ``[K, N]`` masks (straight-through: the hard masks' value, the probabilities' gradient),
+    the contract's overlap (:func:`saved.contract.jaccard_overlap`) made differentiable."""
+    inter = masks @ masks.T
+    sizes = masks.sum(1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    pairs = ~torch.eye(masks.shape[0], dtype=torch.bool, device=masks.device)
+    return torch.relu(inter / union.clamp_min(1e-12) - limit)[pairs].mean()
+
+
 #: Rows of the held-out part measured at each validation (a seeded subsample beyond this).
 VALIDATION_ROWS = 512
 #: Fewer data samples than this: nothing is held out and ``"auto"`` runs ``max_steps``.
@@ -200,18 +211,11 @@ class MaskTrainer:
         self.logits = start.to(self.device).requires_grad_(True)
         self.optimiser = torch.optim.Adam([self.logits], lr=config.lr)
         blocks = space.quota_blocks(config.allocation)
-        keeps = space.quota_keeps(config.sparsity, config.allocation)
         self._block_columns = [
             torch.cat([torch.arange(c.start, c.stop) for _, c in block]).to(self.device)
             for block in blocks
         ]
-        self.keep_fraction = torch.tensor(
-            [
-                keep / columns.numel()
-                for keep, columns in zip(keeps, self._block_columns, strict=True)
-            ],
-            device=self.device,
-        )
+        self.steps_taken = 0
         self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
         self.chunk = config.component_chunk or auto_chunk(self.model, space, k, config)
         self._chunks = [slice(i, min(i + self.chunk, k)) for i in range(0, k, self.chunk)]
@@ -283,6 +287,30 @@ class MaskTrainer:
             temperature=self.config.temperature,
         )
 
+    @property
+    def sparsity(self) -> float:
+        """The sparsity of the next step: ``config.sparsity``, reached over the first
+        ``config.ramp`` steps along the cubic schedule ``s * (1 - (1 - t / ramp) ** 3)``
+        (gradual pruning: the masks start from the whole network and lose units while the
+        objective still sees every decision)."""
+        ramp = self.config.ramp
+        if self.steps_taken >= ramp:
+            return self.config.sparsity
+        return self.config.sparsity * (1 - (1 - (self.steps_taken + 1) / ramp) ** 3)
+
+    @property
+    def ramped(self) -> bool:
+        """Whether the masks are at the target sparsity (validation compares only those)."""
+        return self.steps_taken >= self.config.ramp
+
+    def keep_fraction(self, sparsity: float) -> Tensor:
+        """``[blocks]`` the share of its units each quota block keeps at ``sparsity``."""
+        keeps = self.space.quota_keeps(sparsity, self.config.allocation)
+        return torch.tensor(
+            [k / c.numel() for k, c in zip(keeps, self._block_columns, strict=True)],
+            device=self.device,
+        )
+
     def step(self) -> float:
         """One optimisation step on a random batch of the training rows; returns the loss."""
         config = self.config
@@ -290,13 +318,16 @@ class MaskTrainer:
         pick = torch.randint(0, self.train_rows.numel(), (size,), generator=self.generator)
         rows = self.train_rows[pick]
         self.optimiser.zero_grad(set_to_none=True)
+        sparsity = self.sparsity
         probs = torch.sigmoid(self.logits)
-        hard = self.space.binarise(self.logits.detach(), config.sparsity, config.allocation)
+        hard = self.space.binarise(self.logits.detach(), sparsity, config.allocation)
         masks = hard.float() + probs - probs.detach()  # straight-through: hard forward
         loss = self._loss(self._component_logits(masks, rows), rows)
         kept = torch.stack([probs[:, columns].mean(1) for columns in self._block_columns], 1)
-        penalty = (kept - self.keep_fraction).pow(2).sum(1).mean()
+        penalty = (kept - self.keep_fraction(sparsity)).pow(2).sum(1).mean()
         total = loss + config.sparsity_weight * penalty
+        if config.overlap_limit is not None and masks.shape[0] > 1:
+            total = total + config.overlap_weight * overlap_excess(masks, config.overlap_limit)
         total.backward()
         if self.ranks is not None:
             grad = self.logits.grad
@@ -304,6 +335,7 @@ class MaskTrainer:
             grad[~self._owned.to(grad.device)] = 0.0  # each row's gradient from its owner
             self.ranks.combine(grad)
         self.optimiser.step()
+        self.steps_taken += 1
         return float(total.detach())
 
     @torch.no_grad()

@@ -16,7 +16,7 @@ from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
 from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
 from saved.masking.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
-from saved.masking.trainer import boundary_rows
+from saved.masking.trainer import boundary_rows, overlap_excess
 from saved.masking.units import UnitSpace
 
 
@@ -108,6 +108,10 @@ def test_initialisation_alpha(digits_setup) -> None:
         ({"steps": "forever"}, "steps: expected an integer >= 1"),
         ({"time_budget": 0}, "time_budget: expected None or seconds > 0"),
         ({"validation_fraction": 1.0}, r"validation_fraction: expected a value in \(0, 1\)"),
+        ({"ramp": -1}, "ramp: expected a whole number of steps >= 0"),
+        ({"ramp": 400}, "ramp: 400 steps leave none at the target sparsity within 400 steps"),
+        ({"overlap_limit": 1.0}, r"overlap_limit: expected a value in \(0, 1\)"),
+        ({"overlap_weight": 0.0}, "overlap_weight: expected a number > 0"),
     ],
 )
 def test_bad_configuration_is_rejected(kwargs: dict, match: str) -> None:
@@ -258,6 +262,63 @@ def test_the_held_out_rows_keep_a_sample_with_its_boundary_points(wide_mlp, digi
     trained_on = set(sources[trainer.train_rows].tolist())
     assert not held & trained_on
     assert abs(len(held) - 0.2 * 300) <= 1
+
+
+def test_the_ramp_raises_the_sparsity_along_the_cubic_schedule(wide_mlp, digits_setup):
+    """Step t of a ramp of R steps keeps ``1 - s (1 - (1 - (t + 1) / R) ** 3)`` of every
+    layer's 128 neurons (hand-computed at s = 0.5, R = 4: 0.2890625 at the first step, so 91
+    kept; 0.4375 at the second), the target from the ramp's last step on; no validation
+    runs before the masks are at the target."""
+    _, calibration, space = digits_setup
+    config = LBMaskConfig(sparsity=0.5, ramp=4, max_steps=8, eval_every=1)
+    expected = [0.5 * (1 - (1 - t / 4) ** 3) for t in (1, 2, 3, 4)] + [0.5] * 4
+    assert expected[:2] == [0.2890625, 0.4375]
+    seen = []
+    with MaskTrainer(wide_mlp, calibration, ClassComponents(10), space, config) as trainer:
+        for _ in range(8):
+            seen.append((trainer.sparsity, trainer.ramped))
+            trainer.step()
+    assert [s for s, _ in seen] == pytest.approx(expected)
+    assert [r for _, r in seen] == [False] * 4 + [True] * 4
+    hard = space.binarise(torch.zeros(10, space.num_units), seen[0][0])
+    assert hard[:, :128].sum(1).tolist() == [round((1 - 0.2890625) * 128)] * 10  # 91
+    run = train_masks(wide_mlp, calibration, ClassComponents(10), space, config)
+    assert min(h["step"] for h in run.history) == 4  # the ramp's last step is at the target
+
+
+def test_the_overlap_term_is_the_contracts_jaccard_above_the_limit() -> None:
+    """Hand-computed: supports {0,1,2}, {1,2,3}, {4,5,6}: J = 2/4 for the first pair, 0 for
+    the others; above a limit of 0.3 only that pair counts, 0.2, in 2 of the 6 ordered pairs.
+    Its gradient lowers the shared units of the overlapping pair and nothing of the third."""
+    supports = torch.zeros(3, 8)
+    supports[0, [0, 1, 2]] = supports[1, [1, 2, 3]] = supports[2, [4, 5, 6]] = 1
+    assert saved.contract.jaccard_overlap(supports.bool())[0, 1] == pytest.approx(0.5)
+    probs = torch.full((3, 8), 0.5, requires_grad=True)
+    masks = supports + probs - probs.detach()
+    excess = overlap_excess(masks, 0.3)
+    assert float(excess.detach()) == pytest.approx(2 * 0.2 / 6)
+    excess.backward()
+    grad = probs.grad
+    assert grad is not None
+    assert (grad[:2, [1, 2]] > 0).all()  # descending lowers the shared units
+    assert (grad[2] == 0).all()
+    assert float(overlap_excess(masks.detach(), 0.5)) == 0.0
+
+
+def test_the_overlap_limit_keeps_learned_supports_apart(wide_mlp, digits_setup) -> None:
+    """Same run with and without the term: with it, the largest overlap is at most the
+    limit (plus one unit's worth of slack per pair), and below the run without it."""
+    _, calibration, space = digits_setup
+    components = ClassComponents(10)
+    plain = LBMaskConfig(steps=150)
+    limited = LBMaskConfig(steps=150, overlap_limit=0.3, overlap_weight=10.0)
+    overlaps = []
+    for config in (plain, limited):
+        logits = train_masks(wide_mlp, calibration, components, space, config).logits
+        masks = space.binarise(logits, config.sparsity, config.allocation)
+        overlaps.append(saved.contract.max_pairwise_overlap(saved.contract.jaccard_overlap(masks)))
+    assert overlaps[1] < overlaps[0]
+    assert overlaps[1] <= 0.3 + 0.02
 
 
 def test_a_time_budget_stops_mask_learning(wide_mlp, digits_setup) -> None:
