@@ -8,7 +8,7 @@ from typing import Literal
 
 from .._validation import check_count, check_in, check_positive
 from .objectives import OBJECTIVES, Objective
-from .space import Allocation
+from .space import ALLOCATIONS, Allocation
 
 __all__ = ["LBMaskConfig"]
 
@@ -62,10 +62,8 @@ class LBMaskConfig:
             raise ValueError(
                 f"boundary_set: expected 'rows' or 'natural', got {self.boundary_set!r}"
             )
-        if self.allocation not in ("auto", "group", "kind"):
-            raise ValueError(
-                f"allocation: expected 'auto', 'group' or 'kind', got {self.allocation!r}"
-            )
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation: expected one of {ALLOCATIONS}, got {self.allocation!r}")
         if self.steps != "auto":
             check_count("steps", self.steps)
         for name in ("max_steps", "batch_size", "eval_every", "patience"):

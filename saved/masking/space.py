@@ -17,11 +17,14 @@ from torch import Tensor, nn
 
 from ..inputs import Batch
 
-__all__ = ["Allocation", "MaskGroup", "MaskSpace"]
+__all__ = ["ALLOCATIONS", "Allocation", "MaskGroup", "MaskSpace"]
 
-#: How a sparsity is shared out: within every group, across the groups of one unit kind, or
-#: ``"auto"``: by kind in transformer blocks (a space with attention heads), by group elsewhere.
-Allocation = Literal["auto", "group", "kind"]
+#: How a sparsity is shared out: within every group, across the groups of one unit kind, by
+#: parameters across every unit of the model (``"params"``: one global threshold on the scores,
+#: a head and an FFN neuron weighed by the parameters each carries), or ``"auto"``: by kind in
+#: transformer blocks (a space with attention heads), by group elsewhere.
+Allocation = Literal["auto", "group", "kind", "params"]
+ALLOCATIONS: tuple[str, ...] = ("auto", "group", "kind", "params")
 
 
 class MaskGroup(Protocol):
@@ -75,6 +78,12 @@ class MaskSpace(ABC, Generic[G]):
         """``[N]`` magnitude of each unit or weight (the magnitude prior)."""
         return torch.cat([g.norms for g in self.groups])
 
+    @property
+    def unit_params(self) -> Tensor:
+        """``[N]`` parameters each unit or weight carries (1 per weight; structural spaces
+        count a unit's own weights): what ``"params"`` allocation weighs."""
+        return torch.ones(self.num_units, dtype=torch.long)
+
     def group_slices(self) -> Iterator[tuple[G, slice]]:
         for group, start in zip(self.groups, self.offsets, strict=False):
             yield group, slice(start, start + group.size)
@@ -90,8 +99,8 @@ class MaskSpace(ABC, Generic[G]):
         if allocation == "auto":
             heads = any(g.kind == "heads" for g in self.groups)
             return "kind" if heads else "group"
-        if allocation not in ("group", "kind"):
-            raise ValueError(f"allocation: expected 'auto', 'group' or 'kind', got {allocation!r}")
+        if allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation: expected one of {ALLOCATIONS}, got {allocation!r}")
         return allocation
 
     def quota_blocks(self, allocation: Allocation = "group") -> list[list[tuple[G, slice]]]:
@@ -101,6 +110,8 @@ class MaskSpace(ABC, Generic[G]):
         allocation = self.resolve_allocation(allocation)
         if allocation == "group":
             return [[pair] for pair in self.group_slices()]
+        if allocation == "params":
+            return [list(self.group_slices())]
         blocks: dict[str, list[tuple[G, slice]]] = {}
         for group, columns in self.group_slices():
             blocks.setdefault(group.kind, []).append((group, columns))
@@ -108,8 +119,12 @@ class MaskSpace(ABC, Generic[G]):
 
     def quota_keeps(self, sparsity: float, allocation: Allocation = "group") -> list[int]:
         """Units each quota block keeps at ``sparsity``: ``max(groups, round((1 - s) * size))``,
-        so every group keeps at least one unit (a layer is never removed outright)."""
-        if self.resolve_allocation(allocation) == "group":
+        so every group keeps at least one unit (a layer is never removed outright). Not a
+        count under ``"params"``, whose one block keeps a share of parameters."""
+        allocation = self.resolve_allocation(allocation)
+        if allocation == "params":
+            raise ValueError("quota_keeps: 'params' allocation keeps parameters, not a count")
+        if allocation == "group":
             return self.keep_counts(sparsity)
         return [
             max(len(block), round((1 - sparsity) * sum(g.size for g, _ in block)))
@@ -147,7 +162,33 @@ class MaskSpace(ABC, Generic[G]):
             masks[rows] = self._binarise_rows(scores[rows], rate, allocation)
         return masks
 
+    def _best_first(self, scores: Tensor, block: list[tuple[G, slice]], columns: Tensor) -> Tensor:
+        """``scores`` of ``columns`` with every group's best unit raised to +inf: kept first."""
+        ranked = scores[:, columns].clone()
+        start = 0
+        for group, _ in block:
+            best = ranked[:, start : start + group.size].argmax(1) + start
+            ranked.scatter_(1, best[:, None], math.inf)
+            start += group.size
+        return ranked
+
+    def _binarise_params(self, scores: Tensor, sparsity: float) -> Tensor:
+        """One global threshold per row: units in descending score order (each group's best
+        first) while their parameters add up to at most ``(1 - s)`` of all units' parameters."""
+        block = self.quota_blocks("params")[0]
+        columns = torch.arange(self.num_units, device=scores.device)
+        ranked = self._best_first(scores, block, columns)
+        order = ranked.argsort(dim=1, descending=True, stable=True)
+        params = self.unit_params.to(scores.device, torch.float64)
+        budget = (1 - sparsity) * float(params.sum())
+        kept = (params[order].cumsum(1) <= budget) | ranked.gather(1, order).isinf()
+        return torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter(
+            1, order, kept
+        )
+
     def _binarise_rows(self, scores: Tensor, sparsity: float, allocation: Allocation) -> Tensor:
+        if self.resolve_allocation(allocation) == "params":
+            return self._binarise_params(scores, sparsity)
         masks = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
         blocks = self.quota_blocks(allocation)
         for block, keep in zip(blocks, self.quota_keeps(sparsity, allocation), strict=True):
@@ -159,12 +200,7 @@ class MaskSpace(ABC, Generic[G]):
             columns = torch.cat(
                 [torch.arange(c.start, c.stop, device=scores.device) for _, c in block]
             )
-            ranked = scores[:, columns].clone()
-            start = 0
-            for group, _ in block:  # every group's best unit goes first
-                best = ranked[:, start : start + group.size].argmax(1) + start
-                ranked.scatter_(1, best[:, None], math.inf)
-                start += group.size
+            ranked = self._best_first(scores, block, columns)
             top = ranked.topk(keep, dim=1).indices
             masks.scatter_(1, columns[top], True)
         return masks

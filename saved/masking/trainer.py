@@ -215,6 +215,15 @@ class MaskTrainer:
             torch.cat([torch.arange(c.start, c.stop) for _, c in block]).to(self.device)
             for block in blocks
         ]
+        # what the sparsity term averages over each block: units alike, or by parameters
+        self._by_params = space.resolve_allocation(config.allocation) == "params"
+        params = space.unit_params.to(self.device, torch.float32)
+        self._block_weights = [
+            params[c] / params[c].sum()
+            if self._by_params
+            else torch.full((c.numel(),), 1 / c.numel(), device=self.device)
+            for c in self._block_columns
+        ]
         self.steps_taken = 0
         self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
         self.chunk = config.component_chunk or auto_chunk(self.model, space, k, config)
@@ -304,7 +313,10 @@ class MaskTrainer:
         return self.steps_taken >= self.config.ramp
 
     def keep_fraction(self, sparsity: float) -> Tensor:
-        """``[blocks]`` the share of its units each quota block keeps at ``sparsity``."""
+        """``[blocks]`` the share of its units (of its parameters, under ``"params"``
+        allocation) each quota block keeps at ``sparsity``."""
+        if self._by_params:
+            return torch.tensor([1 - sparsity], device=self.device)
         keeps = self.space.quota_keeps(sparsity, self.config.allocation)
         return torch.tensor(
             [k / c.numel() for k, c in zip(keeps, self._block_columns, strict=True)],
@@ -323,7 +335,13 @@ class MaskTrainer:
         hard = self.space.binarise(self.logits.detach(), sparsity, config.allocation)
         masks = hard.float() + probs - probs.detach()  # straight-through: hard forward
         loss = self._loss(self._component_logits(masks, rows), rows)
-        kept = torch.stack([probs[:, columns].mean(1) for columns in self._block_columns], 1)
+        kept = torch.stack(
+            [
+                probs[:, columns] @ weights
+                for columns, weights in zip(self._block_columns, self._block_weights, strict=True)
+            ],
+            1,
+        )
         penalty = (kept - self.keep_fraction(sparsity)).pow(2).sum(1).mean()
         total = loss + config.sparsity_weight * penalty
         if config.overlap_limit is not None and masks.shape[0] > 1:

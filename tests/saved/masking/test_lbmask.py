@@ -103,7 +103,7 @@ def test_initialisation_alpha(digits_setup) -> None:
         ({"lr": 0.0}, "lr: expected a number > 0"),
         ({"component_chunk": 0}, "component_chunk"),
         ({"objective": "mse"}, "objective: expected one of"),
-        ({"allocation": "layer"}, "allocation: expected 'auto', 'group' or 'kind'"),
+        ({"allocation": "layer"}, r"allocation: expected one of \('auto', 'group', 'kind'"),
         ({"boundary_set": "mined"}, "boundary_set: expected 'rows' or 'natural'"),
         ({"steps": "forever"}, "steps: expected an integer >= 1"),
         ({"time_budget": 0}, "time_budget: expected None or seconds > 0"),
@@ -284,6 +284,26 @@ def test_the_ramp_raises_the_sparsity_along_the_cubic_schedule(wide_mlp, digits_
     assert hard[:, :128].sum(1).tolist() == [round((1 - 0.2890625) * 128)] * 10  # 91
     run = train_masks(wide_mlp, calibration, ClassComponents(10), space, config)
     assert min(h["step"] for h in run.history) == 4  # the ramp's last step is at the target
+
+
+def test_allocation_by_parameters_learns_masks_that_keep_half_the_parameters(digits_xy):
+    """An MLP whose two hidden layers differ in width (64-96-32-10: a first-layer neuron
+    carries 65 parameters, a second-layer one 97): trained under ``"params"``, every mask keeps
+    at most half of the units' parameters, within one unit of it, and the sparsity term drives
+    the kept probabilities' parameter share to the same half."""
+    x, y = digits_xy
+    model = testing.train_classifier(testing.tiny_mlp(hidden=(96, 32), seed=0), x, y, steps=100)
+    data = as_inputs(x[:256])
+    space = UnitSpace.of(model, x[:2])
+    params = space.unit_params.double()
+    assert sorted(set(params.tolist())) == [65.0, 97.0]
+    config = LBMaskConfig(steps=60, allocation="params")
+    logits = train_masks(model, data, ClassComponents(10), space, config).logits
+    masks = space.binarise(logits, 0.5, "params")
+    kept = (masks.double() * params).sum(1) / params.sum()
+    assert bool((kept <= 0.5).all()) and bool((kept > 0.5 - 97 / params.sum()).all())
+    share = (torch.sigmoid(logits).double() * params).sum(1) / params.sum()
+    assert float((share - 0.5).abs().max()) < 0.1
 
 
 def test_the_overlap_term_is_the_contracts_jaccard_above_the_limit() -> None:

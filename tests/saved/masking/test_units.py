@@ -292,6 +292,33 @@ def test_one_quota_per_kind_keeps_the_total_and_a_unit_of_every_group(models) ->
     assert int(masks[:, space.offsets[0] : space.offsets[1]].sum(1).max()) == 1
 
 
+def test_one_quota_by_parameters_is_one_threshold_that_fills_the_budget(models) -> None:
+    """``"params"`` allocation on the BERT space (a head carries 64 times an FFN neuron's
+    parameters): per row, every group keeps its best unit; the other kept units are exactly
+    those scoring above one threshold; their parameters stay within ``(1 - s)`` of the total,
+    and the next unit in score order would not have fitted."""
+    model, batch = models["bert"]
+    space = UnitSpace.of(model, _first(batch, 2))
+    params = space.unit_params.double()
+    assert len(set(params.tolist())) == 2  # heads and FFN neurons differ
+    scores = torch.randn(4, space.num_units, generator=torch.Generator().manual_seed(2))
+    masks = space.binarise(scores, 0.5, "params")
+    budget = 0.5 * float(params.sum())
+    for row, mask in zip(scores, masks, strict=True):
+        forced = torch.zeros_like(mask)
+        for _, c in space.group_slices():
+            forced[c.start + int(row[c].argmax())] = True
+            assert bool(mask[c].any())  # no layer is removed outright
+        free = mask & ~forced
+        dropped = ~mask
+        assert float(row[free].min()) > float(row[dropped].max())  # one threshold
+        assert float(params[mask].sum()) <= budget + float(params[forced].sum())
+        first_dropped = int(torch.nonzero(dropped).flatten()[row[dropped].argmax()])
+        assert float(params[mask].sum() + params[first_dropped]) > budget  # nothing else fits
+    with pytest.raises(ValueError, match="'params' allocation keeps parameters, not a count"):
+        space.quota_keeps(0.5, "params")
+
+
 def test_per_component_sparsities(models) -> None:
     model, batch = models["mlp"]
     space = UnitSpace.of(model, _first(batch, 2))
