@@ -119,7 +119,8 @@ def boundary_rows(reference: Tensor, sources: Tensor, config: LBMaskConfig) -> T
 def overlap_excess(masks: Tensor, limit: float) -> Tensor:
     """Mean over component pairs of ``relu(J_ij - limit)``, ``J`` the Jaccard overlap of the
     ``[K, N]`` masks (straight-through: the hard masks' value, the probabilities' gradient),
-    the contract's overlap (:func:`saved.contract.jaccard_overlap`) made differentiable."""
+    the contract's overlap (:func:`saved.contract.jaccard_overlap`) made differentiable: that
+    one takes boolean supports and returns CPU float64 counts, without a gradient."""
     inter = masks @ masks.T
     sizes = masks.sum(1)
     union = sizes[:, None] + sizes[None, :] - inter
@@ -215,16 +216,13 @@ class MaskTrainer:
             torch.cat([torch.arange(c.start, c.stop) for _, c in block]).to(self.device)
             for block in blocks
         ]
-        # what the sparsity term averages over each block: units alike, or by parameters
-        self._by_params = space.resolve_allocation(config.allocation) == "params"
-        params = space.unit_params.to(self.device, torch.float32)
-        self._block_weights = [
-            params[c] / params[c].sum()
-            if self._by_params
-            else torch.full((c.numel(),), 1 / c.numel(), device=self.device)
-            for c in self._block_columns
-        ]
+        # "params" allocation: the sparsity term weighs the one block's units by parameters
+        self._param_share: Tensor | None = None
+        if space.resolve_allocation(config.allocation) == "params":
+            params = space.unit_params.to(self.device, torch.float32)
+            self._param_share = params / params.sum()
         self.steps_taken = 0
+        self._target_keep = self.keep_fraction(config.sparsity)  # every step after the ramp
         self._frozen: contextlib.AbstractContextManager[nn.Module] | None = None
         self.chunk = config.component_chunk or auto_chunk(self.model, space, k, config)
         self._chunks = [slice(i, min(i + self.chunk, k)) for i in range(0, k, self.chunk)]
@@ -315,7 +313,7 @@ class MaskTrainer:
     def keep_fraction(self, sparsity: float) -> Tensor:
         """``[blocks]`` the share of its units (of its parameters, under ``"params"``
         allocation) each quota block keeps at ``sparsity``."""
-        if self._by_params:
+        if self._param_share is not None:
             return torch.tensor([1 - sparsity], device=self.device)
         keeps = self.space.quota_keeps(sparsity, self.config.allocation)
         return torch.tensor(
@@ -335,14 +333,12 @@ class MaskTrainer:
         hard = self.space.binarise(self.logits.detach(), sparsity, config.allocation)
         masks = hard.float() + probs - probs.detach()  # straight-through: hard forward
         loss = self._loss(self._component_logits(masks, rows), rows)
-        kept = torch.stack(
-            [
-                probs[:, columns] @ weights
-                for columns, weights in zip(self._block_columns, self._block_weights, strict=True)
-            ],
-            1,
-        )
-        penalty = (kept - self.keep_fraction(sparsity)).pow(2).sum(1).mean()
+        if self._param_share is not None:
+            kept = (probs @ self._param_share)[:, None]
+        else:
+            kept = torch.stack([probs[:, columns].mean(1) for columns in self._block_columns], 1)
+        target = self._target_keep if self.ramped else self.keep_fraction(sparsity)
+        penalty = (kept - target).pow(2).sum(1).mean()
         total = loss + config.sparsity_weight * penalty
         if config.overlap_limit is not None and masks.shape[0] > 1:
             total = total + config.overlap_weight * overlap_excess(masks, config.overlap_limit)
