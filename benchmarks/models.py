@@ -273,6 +273,19 @@ def _atomic_write(path: Path, write: Any) -> None:
             os.unlink(temporary)
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 of the model's state (names, dtypes, shapes and values): which weights a row was
+    computed with. Training is seeded, so a model retrained on another machine of the same
+    kind usually has the same digest; where it does not, rows made with the other weights are
+    not reused (benchmarks/paper_tables.py keys its rows by it)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def accuracy(model: nn.Module, data: Inputs, batch_size: int = 256) -> float:
     logits = predict_logits(model, data, batch_size=batch_size)
     return float((logits.argmax(1) == data.labels).double().mean())
@@ -358,18 +371,30 @@ def confusion(model: nn.Module, data: Inputs, classes: int) -> list[list[int]]:
     return counts.tolist()
 
 
+def _cached_files(name: str, is_smoke: bool, full_size: bool) -> tuple[Recipe, Path, Path]:
+    recipe = smoke(RECIPES[name], full_size) if is_smoke else RECIPES[name]
+    key = recipe_key(recipe)
+    return recipe, cache_dir() / f"{key}.safetensors", cache_dir() / f"{key}.json"
+
+
+def is_cached(name: str, *, is_smoke: bool = False, full_size: bool = False) -> bool:
+    """Whether :func:`trained` loads ``name`` from the cache (seconds) instead of training it."""
+    _, weights, record_file = _cached_files(name, is_smoke, full_size)
+    return weights.is_file() and record_file.is_file()
+
+
 def trained(
     name: str, *, is_smoke: bool = False, full_size: bool = False, log: Any = print
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model ``name`` and its record (accuracy, training time), from the cache or
-    trained now and cached. ``is_smoke``: the smoke recipe (:func:`smoke`)."""
-    recipe = smoke(RECIPES[name], full_size) if is_smoke else RECIPES[name]
+    """The trained model ``name`` and its record (accuracy, training time, weights digest), from
+    the cache or trained now and cached. ``is_smoke``: the smoke recipe (:func:`smoke`)."""
+    recipe, weights, record_file = _cached_files(name, is_smoke, full_size)
     key = recipe_key(recipe)
-    weights, record_file = cache_dir() / f"{key}.safetensors", cache_dir() / f"{key}.json"
     model = build(recipe, pretrained=not weights.is_file())
     if weights.is_file() and record_file.is_file():
         model.load_state_dict(load_file(weights), strict=True)
         record = json.loads(record_file.read_text())
+        record["weights_sha256"] = weights_digest(model)  # records written before it lack it
         return model.eval(), record
     train_data, held_out = load_split(recipe.data, "train"), None
     if recipe.validation:
@@ -395,6 +420,7 @@ def trained(
         "test_samples": len(test_data),
         "test_accuracy": accuracy(model, test_data),
         "train_seconds": round(seconds, 1),
+        "weights_sha256": weights_digest(model),
     }
     if held_out is not None:
         classes = {**DEBIAN_SETS, **DEBIAN_LONG_SETS}[recipe.data]

@@ -32,8 +32,11 @@ from the decomposition data, so the bounds are valid. LBMask runs with the libra
     .venv/bin/python benchmarks/paper_tables.py --render docs/RESULTS.json  # re-render only
 
 Each row is cached as it is computed (``$SAVED_CACHE_DIR/results``, keyed by a digest of
-``saved/``, this script and ``benchmarks/models.py``, and by the settings), so an interrupted run
-resumes where it stopped and never reuses a row another version of the code computed.
+``saved/``, this script and ``benchmarks/models.py``, by the model's weights digest and by the
+settings), so an interrupted run resumes where it stopped and never reuses a row another
+version of the code, or other weights, computed. Full-size rows also go to ``benchmarks/rows/``
+(``--store``), committed, with each model's record: a regeneration longer than a sitting goes
+on, on another machine, at the same commit (docs/DECISIONS.md).
 
 Every row is also written as JSON beside the markdown (``RESULTS.json``), from which
 ``--render`` rebuilds the markdown without computing anything. The last line printed is that
@@ -57,7 +60,17 @@ from typing import Any
 
 import torch
 from generated import code_digest, commit, log
-from models import _atomic_write, cache_dir, head, load_split, trained
+from models import (
+    RECIPES,
+    _atomic_write,
+    cache_dir,
+    head,
+    is_cached,
+    load_split,
+    recipe_key,
+    smoke,
+    trained,
+)
 from torch import nn
 
 import saved
@@ -65,6 +78,10 @@ from saved import BoundaryConfig, Contract, LBMaskConfig, SampleSplit
 from saved.boundary import mine_boundary
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Rows of full-size runs, committed: a regeneration that takes longer than one sitting goes on
+#: where it stopped on another machine (keyed like the row cache, by the code's digest, the
+#: model's weights and the settings; see docs/DECISIONS.md), with each model's record
+STORE = ROOT / "benchmarks" / "rows"
 
 # The paper's figures (DBPedia-14 unless said; s = 0.5, q = 0.2), shared design section 3.
 PAPER: dict[str, dict[str, Any]] = {
@@ -134,13 +151,32 @@ def engine_digest() -> str:
     return code_digest("paper_tables.py", "models.py")
 
 
+def stored_model(store: Path, name: str, is_smoke: bool) -> dict[str, Any] | None:
+    """The record (accuracy, curve, weights digest) of ``name``'s current recipe in ``store``."""
+    recipe = smoke(RECIPES[name]) if is_smoke else RECIPES[name]
+    path = store / "models" / f"{recipe_key(recipe)}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def store_model(store: Path, record: dict[str, Any]) -> None:
+    path = store / "models" / f"{record['key']}.json"
+    _atomic_write(path, lambda name: Path(name).write_text(json.dumps(record, indent=1) + "\n"))
+
+
 class Bench:
     """One model, its data subsamples and one shared boundary mining run (mined on first use:
     a model whose rows are all in the row cache is never mined)."""
 
-    def __init__(self, name: str, settings: Settings) -> None:
-        self.name, self.settings = name, settings
-        self.model, self.record = trained(name, is_smoke=settings.smoke, log=log)
+    def __init__(self, name: str, settings: Settings, store: Path | None = None) -> None:
+        self.name, self.settings, self.store = name, settings, store
+        self._model: nn.Module | None = None
+        # a model whose weights are not cached here but whose record is in the store: its rows
+        # are looked up by the stored weights digest, and it is trained only if a row is missing
+        self.record = None
+        if store is not None and not is_cached(name, is_smoke=settings.smoke):
+            self.record = stored_model(store, name, settings.smoke)
+        if self.record is None:
+            self._load()
         data = "fmnist" if name.endswith("fmnist") else name.split("-", 1)[1]
         self.text = data != "fmnist"
         self.calib = head(load_split(data, "train"), settings.calib, seed=1).without_labels()
@@ -150,6 +186,30 @@ class Bench:
         self._mined: dict[str, Any] = {}  # by protocol
         self.mining_seconds: dict[str, float] = {}
         self.resumed = 0  # rows taken from the row cache
+
+    def _load(self) -> None:
+        model, record = trained(self.name, is_smoke=self.settings.smoke, log=log)
+        if self.record is not None and record["weights_sha256"] != self.record["weights_sha256"]:
+            # rows already taken from the store belong to other weights: mixing them with rows
+            # of these would make one table of two models
+            if self.store is not None:
+                store_model(self.store, record)
+            raise RuntimeError(
+                f"{self.name}: the weights trained here differ from those of the stored rows "
+                f"({record['weights_sha256'][:12]} against {self.record['weights_sha256'][:12]})"
+                "; run again: the rows of these weights are computed anew"
+            )
+        self._model, self.record = model, record
+        if self.store is not None:
+            store_model(self.store, record)
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained model, loaded (or trained) on first use."""
+        if self._model is None:
+            self._load()
+        assert self._model is not None
+        return self._model
 
     def data(self, protocol: str) -> Any:
         """What ``protocol`` decomposes: the training subsample (held-out) or the evaluated
@@ -172,10 +232,19 @@ class Bench:
 
     def _row_file(self, method: str, alpha: float, sparsity: Any, protocol: str) -> Path:
         settings = {k: v for k, v in vars(self.settings).items() if k != "contract"}
-        material = [engine_digest(), self.record["key"], method, alpha, sparsity, settings]
+        assert self.record is not None
+        weights = [self.record["key"], self.record["weights_sha256"]]
+        material = [engine_digest(), *weights, method, alpha, sparsity, settings]
         material += [self.settings.contract.to_dict(), protocol]
         key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
         return cache_dir().parent / "results" / f"{key}.json"
+
+    def _stored(self, path: Path) -> Path | None:
+        """Where the row of ``path`` was found: the local row cache, else the store."""
+        for place in (path, None if self.store is None else self.store / path.name):
+            if place is not None and place.is_file():
+                return place
+        return None
 
     def run(
         self, method: str, alpha: float = 0.0, sparsity: Any = 0.5, protocol: str = "held-out"
@@ -185,13 +254,19 @@ class Bench:
         (decompose on training samples, certify on the test split) or "paper" (the paper's
         Algorithm 1: mine, learn and certify on the test split; in-sample)."""
         path = self._row_file(method, alpha, sparsity, protocol)
-        if path.is_file():
-            row: dict[str, Any] = json.loads(path.read_text())
+        found = self._stored(path)
+        if found is not None:
+            row: dict[str, Any] = json.loads(found.read_text())
             self.resumed += 1
-            log(f"{self.name} {row['method']} ({protocol}): from the row cache")
+            where = "row cache" if found == path else "committed store"
+            log(f"{self.name} {row['method']} ({protocol}): from the {where}")
             return row
         row = self._compute(method, alpha, sparsity, protocol)
-        _atomic_write(path, lambda name: Path(name).write_text(json.dumps(row)))
+        row.update(commit=commit(), computed=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        row["weights_sha256"] = self.record["weights_sha256"] if self.record else None
+        places = [path] if self.store is None else [path, self.store / path.name]
+        for place in places:
+            _atomic_write(place, lambda name: Path(name).write_text(json.dumps(row, indent=1)))
         return row
 
     def _compute(self, method: str, alpha: float, sparsity: Any, protocol: str) -> dict[str, Any]:
@@ -488,9 +563,11 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
         "the boundary subset B (the q = 0.2 lowest-margin test samples), `Dis on all n` on every "
         "test sample."
         + (
-            f" {results['resumed_rows']} rows were computed by an earlier, interrupted run of "
-            "the same code and settings (the row cache is keyed by a digest of `saved/`, this "
-            "script and `benchmarks/models.py`, and by the settings), and reused."
+            f" {results['resumed_rows']} rows were computed by an earlier run of the same code "
+            "on the same weights and settings and reused (the row cache and the committed store "
+            "`benchmarks/rows/` are keyed by a digest of `saved/`, this script and "
+            "`benchmarks/models.py`, by the model's weights digest and by the settings; each "
+            "row in RESULTS.json names the commit and the time it was computed)."
             if results.get("resumed_rows")
             else ""
         ),
@@ -732,6 +809,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="LBMask steps")
     parser.add_argument("--batch", type=int, help="LBMask batch size")
     parser.add_argument("--render", type=Path, help="rebuild the markdown from a RESULTS.json")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="where rows (and model records) are kept to be committed: read before computing, "
+        "written after (default benchmarks/rows; none with --smoke; 'none': the local cache only)",
+    )
     args = parser.parse_args()
     if args.render:
         results = json.loads(args.render.read_text())
@@ -765,22 +848,24 @@ def main() -> None:
     }
     benches: dict[str, Bench] = {}
 
+    store = None if args.store == Path("none") else args.store or (None if args.smoke else STORE)
+
     def bench(name: str) -> Bench:
         if name not in benches:
-            benches[name] = Bench(name, settings)
+            benches[name] = Bench(name, settings, store)
         return benches[name]
 
-    text14 = bench("minilm-debian14")
-    base = text14.run("lbmask", alpha=0.0)
-    results["phases"] = phase_times(text14, base, text14.model)
+    if tables & {"rq1", "rq2", "rq3"}:  # the short-text tables share the debian14 base row
+        text14 = bench("minilm-debian14")
+        base = text14.run("lbmask", alpha=0.0)
+        results["phases"] = phase_times(text14, base, text14.model)
     if "rq1" in tables:
         results["rq1"] = [base, bench("minilm-debian4").run("lbmask", alpha=0.0)]
     if "rq2" in tables:
         results["rq2"] = [base, text14.run("lbmask", alpha=1.0)]
         results["rq2"] += [text14.run(m) for m in RQ2_METHODS]
-    text4 = bench("minilm-debian4")
-    base4 = results["rq1"][1] if "rq1" in tables else text4.run("lbmask", alpha=0.0)
-    if "rq2" in tables:
+        text4 = bench("minilm-debian4")
+        base4 = results["rq1"][1] if "rq1" in tables else text4.run("lbmask", alpha=0.0)
         results["rq2_4"] = [base4]
         results["rq2_4"] += [text4.run(m) for m in RQ2_METHODS]
     if "rq3" in tables:
@@ -790,11 +875,13 @@ def main() -> None:
     if "long" in tables:
         # computed with LBMask alpha = 1 (the least needed row, as slow as alpha = 0) last
         # within a model and protocol, so an interrupted run has the comparison the goal
-        # needs; shown in RQ2's order
+        # needs, and the 4-section model (components cost in proportion to their number)
+        # first, so a regeneration spread over sittings finishes one model, whose training
+        # then need not be repeated; shown in RQ2's order
         methods = [("lbmask", 0.0), *((m, 0.0) for m in RQ2_METHODS), ("lbmask", 1.0)]
         long_rows = [
             bench(name).run(method, alpha=alpha, protocol=protocol)
-            for name in LONG_MODELS
+            for name in reversed(LONG_MODELS)
             for protocol in PROTOCOLS
             for method, alpha in methods
         ]

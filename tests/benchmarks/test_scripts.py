@@ -70,12 +70,14 @@ def test_paper_tables_smoke(
 ) -> None:
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
-    out = tmp_path / "RESULTS.md"
+    out, store = tmp_path / "RESULTS.md", tmp_path / "store"
     result = run_script(
         "benchmarks/paper_tables.py",
         "--smoke",
         "--out",
         str(out),
+        "--store",
+        str(store),
         env={"SAVED_CACHE_DIR": str(cache)},
     )
     text = out.read_text()
@@ -155,6 +157,47 @@ def test_paper_tables_smoke(
     assert (
         f"{len(distinct)} rows were computed by an earlier" in (tmp_path / "AGAIN.md").read_text()
     )
+    # another machine (an empty cache) with the store a run committed: every row is read from
+    # the store and no model is trained but the one whose reference pass the phases time
+    fresh = tmp_path / "fresh"
+    elsewhere = run_script(
+        "benchmarks/paper_tables.py",
+        "--smoke",
+        "--out",
+        str(tmp_path / "ELSEWHERE.md"),
+        "--store",
+        str(store),
+        env={"SAVED_CACHE_DIR": str(fresh)},
+    )
+    assert elsewhere["resumed_rows"] == len(distinct)
+    assert all(elsewhere[k] == result[k] for k in TABLES)
+
+    # the stored records, curves and all; the model trained again has the same weights
+    def untimed(run: dict) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in run["models"]]
+
+    assert untimed(elsewhere) == untimed(result)
+    assert [p.name.split("-")[:2] for p in (fresh / "models").glob("*.safetensors")] == [
+        ["minilm", "debian14"]
+    ]
+    for row in result["rq3"]:  # each row names the code and the weights that computed it
+        assert row["commit"] == result["commit"] and len(row["weights_sha256"]) == 64
+    # stored rows of other weights are never mixed with rows of the weights trained here
+    (record_file,) = (store / "models").glob("vit-fmnist-*.json")
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "weights_sha256": "0" * 64}))
+    with pytest.raises(RuntimeError, match="vit-fmnist: the weights trained here differ"):
+        run_script(
+            "benchmarks/paper_tables.py",
+            "--smoke",
+            "--only",
+            "rq3",
+            "--out",
+            str(tmp_path / "MIXED.md"),
+            "--store",
+            str(store),
+            env={"SAVED_CACHE_DIR": str(tmp_path / "third")},
+        )
 
 
 @needs_fashion_mnist
