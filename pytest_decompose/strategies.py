@@ -182,11 +182,15 @@ def find_counterexample(
     # one forward pass per candidate: the model and its K components together
     with decomposition.joint_predictor() as evaluate:
 
-        def disagrees(candidate: tuple[int, np.ndarray]) -> bool:
+        def judge(candidate: tuple[int, np.ndarray]) -> tuple[Tensor, bool]:
             _, _, point = build(candidate)
             logits, decomposed = evaluate(point)
+            return logits, bool(decomposed[0] != logits.argmax(1)[0])
+
+        def disagrees(candidate: tuple[int, np.ndarray]) -> bool:
+            logits, disagreement = judge(candidate)
             hypothesis.target(-float(logit_margins(logits)[0]), label="negative margin")
-            return bool(decomposed[0] != logits.argmax(1)[0])
+            return disagreement
 
         # Keyed by what the search depends on, so Hypothesis's example database replays the
         # shrunk counterexample on a re-run instead of searching and shrinking again.
@@ -203,6 +207,12 @@ def find_counterexample(
             )
         except NoSuchExample:
             return None
+        # Hypothesis's shrinker can stop with a few coordinates at tiny non-zero values (its
+        # shrink budget runs out on large arrays); when the seed itself already disagrees, the
+        # simplest counterexample is the unperturbed sample, so finish that last step here.
+        unperturbed = (found[0], np.zeros_like(found[1]))
+        if found[1].any() and judge(unperturbed)[1]:
+            found = unperturbed
     index, delta, point = build(found)
     logits = predict_logits(model, as_inputs(point))  # re-checked outside the search
     return SearchedCounterexample(

@@ -48,6 +48,29 @@ def test_finds_and_shrinks_a_counterexample_of_a_broken_decomposition() -> None:
     assert torch.equal(found.input, X[found.index : found.index + 1])
 
 
+def test_an_unfinished_shrink_ends_at_the_unperturbed_seed(monkeypatch) -> None:
+    """Where Hypothesis's shrinker stops with tiny non-zero coordinates but the seed itself
+    already disagrees, the search returns the seed as it is; where the seed agrees, the
+    perturbation Hypothesis found is kept."""
+    import hypothesis
+    import numpy as np
+
+    broken = _decomposition(0.9)
+    flips = broken.predict(X[:300]) != MODEL(X[:300]).argmax(1)
+    margins = MODEL(X[:300]).detach().topk(2, 1).values
+    order = (margins[:, 0] - margins[:, 1]).argsort(stable=True)
+    flipped_rank = int(flips[order].nonzero()[0])  # the lowest-margin seed that disagrees
+    kept_rank = int((~flips[order]).nonzero()[0])  # one that agrees
+    tiny = np.zeros(64, np.float32)
+    tiny[5] = 1e-6
+
+    for rank, zeroed in ((flipped_rank, True), (kept_rank, False)):
+        monkeypatch.setattr(hypothesis, "find", lambda *a, _r=rank, **k: (_r, tiny.copy()))
+        found = find_counterexample(MODEL, broken, X[:300], radius=0.1)
+        assert found is not None and found.index == int(order[rank])
+        assert float(found.delta.abs().max()) == (0.0 if zeroed else pytest.approx(1e-6))
+
+
 def test_finds_nothing_for_the_unmasked_decomposition() -> None:
     exact = _decomposition(None)
     assert find_counterexample(MODEL, exact, X[:300], radius=0.1, max_examples=60) is None
