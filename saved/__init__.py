@@ -27,7 +27,7 @@ from .evaluation import assess
 from .holdout import Holdout, SameSamplesWarning, holdout
 from .inputs import Inputs, as_inputs
 from .masking.lbmask import LBMaskConfig
-from .pipeline import METHODS, check, decompose, evaluate
+from .pipeline import METHODS, LittleDataWarning, check, decompose, evaluate
 from .report import ContractReport, SampleSplit
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "Holdout",
     "Inputs",
     "LBMaskConfig",
+    "LittleDataWarning",
     "SameSamplesWarning",
     "SamplePlan",
     "SampleSplit",

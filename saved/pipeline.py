@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -47,7 +48,30 @@ from .masking.weights import WeightSpace
 from .profile import block_profile, separation
 from .report import ContractReport, SampleSplit
 
-__all__ = ["METHODS", "check", "decompose", "evaluate"]
+__all__ = ["METHODS", "LittleDataWarning", "check", "decompose", "evaluate"]
+
+#: Fewer decomposition samples per class than this draws :class:`LittleDataWarning`. On the
+#: digits MLP certified on digits it never saw (docs/STUDY.md, Q6, mean of 5 seeds), held-out
+#: Dis with the defaults is 0.08-0.10 below it (7.5 and 15 per class) and 0.05-0.07 from it on
+#: (30 to 120 per class), whether the samples are the model's training samples or unseen ones.
+MIN_SAMPLES_PER_CLASS = 30
+
+
+class LittleDataWarning(UserWarning):
+    """The masks are learned on few samples per class: held-out disagreement is then higher
+    than with more decomposition data (docs/STUDY.md, Q6)."""
+
+
+def _warn_little_data(n: int, classes: int) -> None:
+    if n < MIN_SAMPLES_PER_CLASS * classes:
+        warnings.warn(
+            f"decompose: {n} samples for {classes} classes ({n / classes:.1f} per class); "
+            f"masks learned on fewer than {MIN_SAMPLES_PER_CLASS} per class disagree more "
+            f"on unseen samples (docs/STUDY.md, Q6): pass at least "
+            f"{MIN_SAMPLES_PER_CLASS * classes} samples if you have them",
+            LittleDataWarning,
+            stacklevel=3,
+        )
 
 
 def decompose(
@@ -141,6 +165,8 @@ def decompose(
     ):
         raise ValueError(f"labels: class indices outside [0, {reference.shape[1]})")
     components = ClassComponents(reference.shape[1], positive_sets, aggregator)
+    if chosen.masks is None:  # learned masks
+        _warn_little_data(len(inputs), reference.shape[1])
     example: Batch = inputs.batch(slice(0, 2))
     space: MaskSpace = (
         WeightSpace.of(model, example)

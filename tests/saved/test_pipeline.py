@@ -198,3 +198,23 @@ def test_the_reference_logits_of_the_data_are_computed_once_per_decompose(
     # the first two samples also form the example that unit discovery runs the model on, to
     # find the classifier (structure, not logits); every sample is a reference row once
     assert seen.tolist() == [2, 2] + [1] * (len(data) - 2)
+
+
+def test_too_little_decomposition_data_is_named_with_its_figure(digits_mlp, digits_xy) -> None:
+    """Learned masks on fewer than MIN_SAMPLES_PER_CLASS samples per class draw a
+    LittleDataWarning with the count; enough data, or a method without learning, draws none."""
+    import warnings
+
+    from saved.pipeline import MIN_SAMPLES_PER_CLASS
+
+    x, _ = digits_xy
+    few = MIN_SAMPLES_PER_CLASS * 10 - 1  # 10 digit classes
+    config = LBMaskConfig(steps=1)
+    with pytest.warns(saved.LittleDataWarning) as caught:
+        saved.decompose(digits_mlp, x[:few], lbmask=config, progress=False)
+    assert f"{few} samples for 10 classes ({few / 10:.1f} per class)" in str(caught[0].message)
+    assert f"pass at least {MIN_SAMPLES_PER_CLASS * 10} samples" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", saved.LittleDataWarning)
+        saved.decompose(digits_mlp, x[: few + 1], lbmask=config, progress=False)
+        saved.decompose(digits_mlp, x[:few], method="wanda", progress=False)

@@ -30,6 +30,7 @@ PUBLIC = [
     "Holdout",
     "Inputs",
     "LBMaskConfig",
+    "LittleDataWarning",
     "SameSamplesWarning",
     "SamplePlan",
     "SampleSplit",
