@@ -129,7 +129,11 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
     caller's word, not checked; a model both runs built must be the same model (its bench
     summary equal but for timings), or nothing is mixed."""
     old = json.loads(earlier.read_text())
-    origin = {"command": old["command"], "seconds": old["seconds"]}
+    origin = {
+        "command": old["command"],
+        "seconds": old["seconds"],
+        "commit": old.get("commit", "not recorded"),
+    }
     legacy = old.get("kept") or {}  # the format before "from": one entry for whole models
     for model in set(results["benches"]) & set(old["benches"]):
         now, then = (
@@ -144,7 +148,7 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
         if _row_key(row) in done:
             continue
         older = legacy if row["model"] in legacy.get("models", ()) else origin
-        source = row.get("from") or {k: older[k] for k in ("command", "seconds")}
+        source = row.get("from") or {k: older.get(k) for k in ("command", "seconds", "commit")}
         kept.append({**row, "from": source})
     if not kept:
         return
@@ -167,19 +171,20 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
 def kept_note(results: dict[str, Any]) -> list[str]:
     """One line per earlier run whose rows ``--keep`` kept: that run's command and seconds, and
     its rows by model and question (no line when every row is this run's)."""
-    runs: dict[tuple[str, float], dict[str, list[str]]] = {}
+    runs: dict[tuple[str, float, str], dict[str, list[str]]] = {}
     for row in results["rows"]:
         if "from" in row:
-            source = (row["from"]["command"], row["from"]["seconds"])
+            came = row["from"]
+            source = (came["command"], came["seconds"], came.get("commit") or "not recorded")
             runs.setdefault(source, {}).setdefault(row["model"], []).append(
                 str(row.get("question"))
             )
     return [
-        f"Kept from an earlier run of the same code (`{command}`, {seconds:.0f} s; `--keep`), "
+        f"Kept from an earlier run (`{command}`, {seconds:.0f} s, commit {done}; `--keep`), "
         "not recomputed: "
         + "; ".join(f"{model} ({', '.join(questions)})" for model, questions in models.items())
         + "."
-        for (command, seconds), models in runs.items()
+        for (command, seconds, done), models in runs.items()
     ]
 
 
@@ -199,6 +204,7 @@ def finish(
         f"{torch.__version__}, CPU",
         under_load=args.under_load,
         seconds=time.perf_counter() - started,
+        commit=commit(),
     )
     write_document(out, results, markdown)
 

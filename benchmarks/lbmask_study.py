@@ -10,7 +10,9 @@ samples the masks were learned from:
   (``benchmarks/models.py``); masks learned on a seeded 512 training texts, measured on the
   *whole* test split;
 * ``resnet18-fmnist`` / ``vit-fmnist``: masks learned on 512 training images, measured on a
-  seeded 2,000 test images.
+  seeded 2,000 test images;
+* ``mlp-unseen``: the same MLP trained on the 1,200 decomposition digits only, measured on the
+  597 it never saw (issue 37: a certificate on samples the *model* never trained on either).
 
 The measure is the boundary disagreement Dis: the disagreement between the decomposed and the
 reference prediction on the held-out boundary subset B (the q = 0.2 lowest-margin held-out
@@ -21,7 +23,11 @@ Both aggregators are measured on the same masks. Questions:
 * Q2 aggregators: ``paper`` (``argmax_k m_k[0]``) against ``margin`` (``argmax_k m_k[0] - m_k[1]``);
 * Q3 allocation: per-group quotas against one quota per unit kind across layers;
 * Q4 budget: the learning curves, and the automatic stopping rule (held-out part of the
-  calibration data) with the library's defaults.
+  calibration data) with the library's defaults;
+* Q5 learning rate (``mlp-unseen``): learning curves for each rate of ``RATES``, several seeds;
+* Q6 decomposition data (``mlp-unseen``): held-out Dis against the number of decomposition
+  samples (learning curves over data), drawn from (a) the model's training samples, (b) samples
+  it never saw; both certified on the same 297 unseen digits, disjoint from both.
 
     .venv/bin/python benchmarks/lbmask_study.py              # ~60 min, writes docs/STUDY.md
     .venv/bin/python benchmarks/lbmask_study.py --smoke --out /tmp/STUDY.md   # CI, a minute
@@ -42,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import code_digest, log, study_main
+from generated import code_digest, kept_note, log, study_main
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -68,11 +74,18 @@ class Plan:
     batch_size: int
     allocation: bool = True  # Q3: the default objective with the other allocation too
     auto: bool = True  # Q4: the library's defaults with automatic stopping
+    rates: tuple[float, ...] = ()  # Q5: learning curves at each learning rate
+    sizes: tuple[int, ...] = ()  # Q6: decomposition sizes, from training and unseen samples
+    size_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # Q6's seeds: its |B| is half the others'
 
 
 ALL = ("bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match")
-#: The objective the library defaults to (chosen by this study; see docs/DECISIONS.md).
-DEFAULT = LBMaskConfig().objective
+#: Every objective a table may show: ALL plus the flip-aware ones (issue 37), run on mlp-unseen.
+SHOWN = (*ALL, "hinge", "ce")
+#: The objective Q1-Q5 measure the others against (the library's, :data:`LIBRARY`, since the
+#: first run of this study; docs/DECISIONS.md says why issue 37's rows did not change it).
+DEFAULT = "aggregate"
+LIBRARY = LBMaskConfig().objective
 #: Q1 compares objectives with one quota per unit kind; Q3 runs the default objective with
 #: per-group quotas too. The library's "auto" allocation (Q4) resolves per model.
 ALLOCATION, OTHER_ALLOCATION = "kind", "group"
@@ -85,12 +98,33 @@ PLANS: dict[str, Plan] = {
     "minilm-debian4": Plan(("bce", "kl", "tie", "aggregate"), (0,), SHORT, 32),
     "resnet18-fmnist": Plan(("bce", "kl", "aggregate"), (0,), SHORT, 32),
     "minilm-debian14": Plan(("bce", "kl", "aggregate"), (0,), SHORT, 32),
+    "mlp-unseen": Plan(
+        ("aggregate", "hinge", "ce"),
+        (0, 1, 2),
+        (25, 50, 100, 200, 400, 800),
+        32,
+        allocation=False,
+        rates=(0.01, 0.02, 0.05),
+        sizes=(75, 150, 300, 600, 1200),
+    ),
 }
+#: Q6's unseen decomposition samples come from this many of the 597 unseen digits; the rest
+#: (297) certify both sources.
+UNSEEN_POOL = 300
 
 
 def smoke_plan(plan: Plan) -> Plan:
     objectives = tuple(dict.fromkeys((plan.objectives[0], DEFAULT)))
-    return replace(plan, objectives=objectives, seeds=(0,), checkpoints=(2, 4), batch_size=8)
+    return replace(
+        plan,
+        objectives=objectives,
+        seeds=(0,),
+        checkpoints=(2, 4),
+        batch_size=8,
+        rates=plan.rates[:2],
+        sizes=tuple(n // 20 for n in plan.sizes[:2]),
+        size_seeds=(0,),
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -125,18 +159,25 @@ class Bench:
 def _digits(name: str, smoke: bool) -> tuple[nn.Module, Inputs, Inputs, str]:
     images = name.startswith("cnn")
     x, y = testing.digits(images=images)
-    if images:
-        model = testing.train_classifier(testing.tiny_resnet(width=16, seed=0), x, y, steps=300)
-    else:
-        model = testing.train_classifier(testing.tiny_mlp(hidden=(128, 128), seed=0), x, y)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     used, held = (order[:1200], order[1200:]) if not smoke else (order[:64], order[64:192])
-    recipe = "trained on all 1,797 digits (300 steps)"
+    # mlp-unseen trains on the decomposition digits only: the held-out ones are unseen by all
+    seen = used if name == "mlp-unseen" else torch.arange(len(y))
+    if images:
+        model = testing.tiny_resnet(width=16, seed=0)
+    else:
+        model = testing.tiny_mlp(hidden=(128, 128), seed=0)
+    model = testing.train_classifier(model, x[seen], y[seen], steps=300)
+    recipe = (
+        f"trained on the {len(used)} decomposition digits only (300 steps)"
+        if name == "mlp-unseen"
+        else "trained on all 1,797 digits (300 steps)"
+    )
     return model, as_inputs(x[used]), as_inputs(x[held]), recipe
 
 
 def build_bench(name: str, smoke: bool) -> Bench:
-    if name.endswith("digits"):
+    if name.endswith("digits") or name == "mlp-unseen":
         model, data, held, recipe = _digits(name, smoke)
         boundary = BoundaryConfig()
     else:
@@ -149,6 +190,13 @@ def build_bench(name: str, smoke: bool) -> Bench:
         held = held.without_labels()
         recipe = f"test accuracy {record['test_accuracy']:.4f}"
         boundary = BoundaryConfig(norm="2") if source != "fmnist" else BoundaryConfig()
+    return bench_of(name, model, data, held, boundary, recipe)
+
+
+def bench_of(
+    name: str, model: nn.Module, data: Inputs, held: Inputs, boundary: BoundaryConfig, recipe: str
+) -> Bench:
+    """Mine ``data``'s boundary and take the held-out boundary subset B of ``held``."""
     started = time.perf_counter()
     mined = mine_boundary(model, data, boundary, progress=False)
     mining = time.perf_counter() - started
@@ -227,6 +275,7 @@ def run(bench: Bench, config: LBMaskConfig, seed: int, checkpoints: tuple[int, .
         "resolved_allocation": bench.space.resolve_allocation(config.allocation),
         "steps": config.steps,
         "batch": config.batch_size,
+        "lr": config.lr,
         "seed": seed,
         "curve": curve,
         "seconds": round(seconds, 1),
@@ -300,10 +349,44 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
             config = replace(fixed, objective=DEFAULT, allocation=OTHER_ALLOCATION)
             for seed in plan.seeds:
                 rows.append(cached("allocation", bench, config, seed, plan.checkpoints, smoke))
+        auto = LBMaskConfig() if not smoke else LBMaskConfig(max_steps=6, eval_every=2)
         if plan.auto:
-            config = LBMaskConfig() if not smoke else LBMaskConfig(max_steps=6, eval_every=2)
-            rows.append(cached("auto", bench, config, 0, (), smoke))
+            rows.append(cached("auto", bench, auto, 0, (), smoke))
+        for rate in plan.rates:
+            config = replace(fixed, objective=DEFAULT, allocation=auto.allocation, lr=rate)
+            for seed in plan.seeds:
+                rows.append(cached("rate", bench, config, seed, plan.checkpoints, smoke))
+        if plan.sizes:
+            rows += data_rows(bench, plan, auto, smoke)
     return {"benches": benches, "rows": rows}
+
+
+def data_rows(bench: Bench, plan: Plan, config: LBMaskConfig, smoke: bool) -> list[dict]:
+    """Q6: the library's defaults decomposing on ``n`` of the model's training samples or of
+    samples it never saw, each certified on the same unseen digits (disjoint from both)."""
+    model, training, unseen, recipe = _digits(bench.name, smoke)
+    pool = UNSEEN_POOL if not smoke else len(unseen) // 2
+    fresh, held = unseen.select(torch.arange(pool)), unseen.select(torch.arange(pool, len(unseen)))
+    rows = []
+    for source, samples in (("training", training), ("unseen", fresh)):
+        for n in (n for n in plan.sizes if n <= len(samples)):
+            for seed in plan.size_seeds:
+                order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+                part = samples.select(order[:n].sort().values)
+                variant = bench_of(
+                    f"{bench.name}/{source}-{n}", model, part, held, BoundaryConfig(), recipe
+                )
+                row = cached("data", variant, config, seed, (), smoke)
+                rows.append(
+                    {
+                        **row,
+                        "model": bench.name,
+                        "source": source,
+                        "n": n,
+                        "n_boundary": len(variant.reference),
+                    }
+                )
+    return rows
 
 
 # --------------------------------------------------------------------------- markdown
@@ -341,7 +424,7 @@ def objective_table(results: dict[str, Any], model: str) -> list[str]:
 def summary_rows(results: dict[str, Any]) -> list[str]:
     """Q1 and Q2 at a glance: each objective's final Dis, mean over seeds, per model."""
     models = list(results["benches"])
-    objectives = [o for o in ALL if select(results["rows"], objective=o, question="objective")]
+    objectives = [o for o in SHOWN if select(results["rows"], objective=o, question="objective")]
     lines = ["| objective | aggregator | " + " | ".join(models) + " |"]
     lines.append("|" + " --- |" * (len(models) + 2))
     for objective in objectives:
@@ -367,12 +450,12 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
     for model in models:
         scores = {
             o: mean_final(select(objective_rows, model=model, objective=o))
-            for o in ALL
+            for o in SHOWN
             if select(objective_rows, model=model, objective=o)
         }
         winner = min(scores, key=lambda o: scores[o])
         best[model] = (winner, scores[winner])
-    wins = {o: sum(1 for w, _ in best.values() if w == o) for o in ALL}
+    wins = {o: sum(1 for w, _ in best.values() if w == o) for o in SHOWN}
     bce_vs_default = []
     for model in models:
         bce = select(objective_rows, model=model, objective="bce")
@@ -384,14 +467,14 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
         + "; ".join(f"{m}: {o} ({v:.4f})" for m, (o, v) in best.items())
         + ". Wins per objective: "
         + ", ".join(f"{o} {n}" for o, n in wins.items() if n)
-        + f". The default objective `{DEFAULT}` against today's `bce`: "
+        + f". The library's default objective is `{LIBRARY}`. `{DEFAULT}` against `bce`: "
         + "; ".join(bce_vs_default)
         + "."
     )
     paper = statistics.fmean(final(r, "paper") for r in objective_rows)
     margin = statistics.fmean(final(r, "margin") for r in objective_rows)
     by_objective = []
-    for objective in ALL:
+    for objective in SHOWN:
         chosen = select(objective_rows, objective=objective)
         if chosen:
             paper_dis, margin_dis = mean_final(chosen, "paper"), mean_final(chosen, "margin")
@@ -437,11 +520,74 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
     text["Q4 budget"] = (
         f"Learning curves of `{DEFAULT}` (held-out Dis, paper aggregator): "
         + "; ".join(curves)
-        + ". Library defaults with automatic stopping: "
+        + f". Library defaults (objective `{LIBRARY}`) with automatic stopping: "
         + "; ".join(autos)
         + "."
     )
+    rates = select(rows, question="rate")
+    if rates:
+        parts = []
+        for rate in dict.fromkeys(r["lr"] for r in rates):
+            chosen = [r for r in rates if r["lr"] == rate]
+            spread = [final(r) for r in chosen]
+            widest = max(r["curve"][-1]["overlap"] for r in chosen)
+            parts.append(
+                f"lr {rate}: {statistics.fmean(spread):.4f} (seeds {min(spread):.4f} to "
+                f"{max(spread):.4f}, max overlap {widest:.4f})"
+            )
+        text["Q5 learning rate"] = (
+            f"`{DEFAULT}` on {rates[0]['model']} after {rates[0]['curve'][-1]['step']} steps, "
+            "held-out Dis (paper aggregator), mean over seeds: " + "; ".join(parts) + "."
+        )
+    sizes = select(rows, question="data")
+    if sizes:
+        cells = []
+        for source in ("training", "unseen"):
+            points = sorted({r["n"] for r in sizes if r["source"] == source})
+            means = [mean_final(select(sizes, source=source, n=n)) for n in points]
+            cells.append(
+                f"from {source} samples "
+                + ", ".join(f"n = {n}: {m:.4f}" for n, m in zip(points, means, strict=True))
+            )
+        text["Q6 decomposition data"] = (
+            f"The library's defaults on {sizes[0]['model']}, held-out Dis on the same "
+            f"{sizes[0]['n_boundary']}-sample boundary subset of unseen digits, mean over seeds: "
+            + "; ".join(cells)
+            + "."
+        )
     return text
+
+
+def rate_and_data_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """Q5's learning curves by rate and seed, and Q6's held-out Dis by data source and size."""
+    lines: list[str] = []
+    rates = select(rows, question="rate")
+    if rates:
+        steps = [c["step"] for c in rates[0]["curve"]]
+        lines += ["", f"## Q5: learning rate ({rates[0]['model']}, objective `{DEFAULT}`)", ""]
+        lines += [
+            "| lr | seed | " + " | ".join(str(s) for s in steps) + " | max overlap |",
+            "|" + " --- |" * (len(steps) + 3),
+        ]
+        for row in rates:
+            cells = " | ".join(f"{c['paper']:.4f}" for c in row["curve"])
+            lines.append(
+                f"| {row['lr']} | {row['seed']} | {cells} | {row['curve'][-1]['overlap']:.4f} |"
+            )
+    sizes = select(rows, question="data")
+    if sizes:
+        lines += ["", f"## Q6: decomposition data ({sizes[0]['model']}, library defaults)", ""]
+        lines += [
+            "| source | n | seed | \\|B\\| | Dis paper | max overlap | steps run |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in sizes:
+            last = row["curve"][-1]
+            lines.append(
+                f"| {row['source']} | {row['n']} | {row['seed']} | {row['n_boundary']} | "
+                f"{last['paper']:.4f} | {last['overlap']:.4f} | {row['run']['steps_run']} |"
+            )
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -452,6 +598,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
+        f"Code: commit {results.get('commit', 'not recorded')}. "
         f"Machine: {results['machine']}. Sparsity {SPARSITY}, boundary quantile q = 0.2, "
         f"allocation `{ALLOCATION}` unless the table says otherwise. Masks "
         "are always learned on one split and measured on a disjoint held-out split (below); "
@@ -504,6 +651,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['seconds']} | {last['paper']:.4f} | {last['margin']:.4f} | "
             f"{last['overlap']:.4f} |"
         )
+    lines += rate_and_data_tables(results["rows"])
+    lines += ["", *kept_note(results)]
     lines += [
         "",
         f"Whole run: {results['seconds']:.0f} s. Rows already in the study cache "

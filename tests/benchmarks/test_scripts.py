@@ -283,22 +283,37 @@ def test_lbmask_study_smoke(
         "benchmarks/lbmask_study.py",
         "--smoke",
         "--only",
-        "mlp-digits,vit-fmnist,minilm-debian4",
+        "mlp-digits,vit-fmnist,minilm-debian4,mlp-unseen",
         "--out",
         str(out),
         env={"SAVED_CACHE_DIR": str(cache)},
     )
-    assert set(result["benches"]) == {"mlp-digits", "vit-fmnist", "minilm-debian4"}
+    assert set(result["benches"]) == {"mlp-digits", "vit-fmnist", "minilm-debian4", "mlp-unseen"}
     questions = {row["question"] for row in result["rows"]}
-    assert questions == {"objective", "allocation", "auto"}
+    assert questions == {"objective", "allocation", "auto", "rate", "data"}
+    # Q6: both sources at each smoke size, certified on the same unseen digits (one |B|)
+    data = [r for r in result["rows"] if r["question"] == "data"]
+    assert {(r["source"], r["n"]) for r in data} == {
+        (source, n) for source in ("training", "unseen") for n in (3, 7)
+    }
+    assert len({r["n_boundary"] for r in data}) == 1
+    assert {r["lr"] for r in result["rows"] if r["question"] == "rate"} == {0.01, 0.02}
     for row in result["rows"]:
         for point in row["curve"]:  # every Dis is a rate over the held-out boundary subset
-            n = result["benches"][row["model"]]["n_boundary"]
+            n = row.get("n_boundary") or result["benches"][row["model"]]["n_boundary"]
             assert 0 <= point["paper"] <= 1
             assert abs(point["paper"] * n - round(point["paper"] * n)) < 1e-6
     text = out.read_text()
-    for question in ("Q1 objectives", "Q2 aggregators", "Q3 allocation", "Q4 budget"):
+    for question in (
+        "Q1 objectives",
+        "Q2 aggregators",
+        "Q3 allocation",
+        "Q4 budget",
+        "Q5 learning rate",
+        "Q6 decomposition data",
+    ):
         assert question in text
+    assert "Code: commit " in text
     assert _rendered_again(script_stdout, "benchmarks/lbmask_study.py", out, tmp_path) == text
 
 
@@ -381,7 +396,14 @@ def test_keep_refuses_to_mix_two_different_models(tmp_path: Path) -> None:
     )
     same = {"benches": {"m": {**bench, "mining_s": 99.0}}, "rows": []}
     generated.keep_earlier(same, earlier, ["m"])
-    assert same["rows"] == [{**row, "from": {"command": "c", "seconds": 1.0}}]
+    # an earlier run that did not record its commit is kept as such, not given another's
+    assert same["rows"] == [
+        {**row, "from": {"command": "c", "seconds": 1.0, "commit": "not recorded"}}
+    ]
+    assert generated.kept_note(same) == [
+        "Kept from an earlier run (`c`, 1 s, commit not recorded; `--keep`), not recomputed: "
+        "m (data:whole)."
+    ]
     other = {"benches": {"m": {**bench, "recipe": "test accuracy 0.9000"}}, "rows": []}
     with pytest.raises(SystemExit, match="differs"):
         generated.keep_earlier(other, earlier, ["m"])

@@ -366,6 +366,34 @@ def test_decomposing_the_demo_mlp_on_1200_digits_holds_on_the_597_held_out(
     assert report.max_overlap <= 0.5
 
 
+def test_a_model_certified_on_digits_it_never_saw_keeps_apart_where_wanda_collapses(
+    digits_xy,
+) -> None:
+    """Issue 37's setting: the demo MLP trained on 1,200 digits (the study's seed-0 split),
+    decomposed with the defaults on those same digits (a user's ``calibration=``) and
+    certified on the 597 the model never saw. The issue's target, Dis <= 0.05, is not reached
+    (0.0756 here; docs/STUDY.md Q1, Q4-Q6: every variant studied lands at 0.03-0.09 by seed);
+    what holds: the point estimate within the default eps and the overlap within gamma, where
+    unstructured Wanda's components share over 90 % of their weights."""
+    x, y = digits_xy
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    seen, unseen = order[:1200], order[1200:]
+    model = testing.train_classifier(
+        testing.tiny_mlp(hidden=(128, 128), seed=0), x[seen], y[seen], steps=300
+    )
+    reports = {
+        method: saved.check(model, x[unseen], calibration=x[seen], method=method, progress=False)
+        for method in ("lbmask", "wanda")
+    }
+    lbmask, wanda = reports["lbmask"], reports["wanda"]
+    contract = saved.Contract()
+    assert lbmask.n_samples == 597 and lbmask.split.mode == "calibration"
+    assert lbmask.n_boundary == 119
+    assert lbmask.disagreement <= contract.eps
+    assert lbmask.max_overlap <= contract.gamma < wanda.max_overlap
+    assert wanda.max_overlap > 0.9
+
+
 def test_a_run_that_cannot_fit_is_refused_before_it_allocates(digits_xy, monkeypatch) -> None:
     """Per-weight masks of a large model need K x N x MASK_ENTRY_BYTES: more than the device
     has available is a clear MemoryError up front, not the kernel killing the process."""
