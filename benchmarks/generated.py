@@ -182,7 +182,10 @@ def kept_note(results: dict[str, Any]) -> list[str]:
     return [
         f"Kept from an earlier run (`{command}`, {seconds:.0f} s, commit {done}; `--keep`), "
         "not recomputed: "
-        + "; ".join(f"{model} ({', '.join(questions)})" for model, questions in models.items())
+        + "; ".join(
+            f"{model} ({', '.join(dict.fromkeys(questions))})"
+            for model, questions in models.items()
+        )
         + "."
         for (command, seconds, done), models in runs.items()
     ]

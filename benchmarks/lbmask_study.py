@@ -478,7 +478,9 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
         chosen = select(objective_rows, objective=objective)
         if chosen:
             paper_dis, margin_dis = mean_final(chosen, "paper"), mean_final(chosen, "margin")
-            by_objective.append(f"{objective} {paper_dis:.4f} / {margin_dis:.4f}")
+            ran = list(dict.fromkeys(r["model"] for r in chosen))
+            where = f" ({', '.join(ran)} only)" if len(ran) < len(models) else ""
+            by_objective.append(f"{objective}{where} {paper_dis:.4f} / {margin_dis:.4f}")
     text["Q2 aggregators"] = (
         f"Over every objective run, mean held-out boundary Dis is {paper:.4f} with the paper's "
         f"aggregator and {margin:.4f} with the margin aggregator. By objective (paper / margin): "
