@@ -27,6 +27,7 @@ from .evaluation import assess
 from .holdout import Holdout, SameSamplesWarning, holdout
 from .inputs import Inputs, as_inputs
 from .masking.lbmask import LBMaskConfig
+from .modularity import ModularityPenalty, modularity_penalty
 from .pipeline import METHODS, LittleDataWarning, check, decompose, evaluate
 from .report import ContractReport, SampleSplit
 
@@ -41,6 +42,7 @@ __all__ = [
     "Inputs",
     "LBMaskConfig",
     "LittleDataWarning",
+    "ModularityPenalty",
     "SameSamplesWarning",
     "SamplePlan",
     "SampleSplit",
@@ -52,6 +54,7 @@ __all__ = [
     "fingerprint",
     "holdout",
     "load",
+    "modularity_penalty",
     "plan_samples",
     "predict_logits",
     "resolve_device",

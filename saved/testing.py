@@ -198,18 +198,29 @@ def train_classifier(
     lr: float = 1e-2,
     batch_size: int = 128,
     seed: int = 0,
+    modularity: float = 0.0,
 ) -> nn.Module:
-    """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode."""
+    """Train ``model`` in place with Adam and cross-entropy (plus ``modularity`` times
+    :class:`saved.modularity.ModularityPenalty` when above 0); returns it in eval mode."""
     from ._runtime import forward_logits
+    from .modularity import ModularityPenalty
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n = y.shape[0]
+    penalty = None
+    if modularity > 0:
+        example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
+        penalty = ModularityPenalty(model, example)
     model.train()
     for _ in range(steps):
         index = torch.randint(0, n, (min(batch_size, n),), generator=generator)
         batch = {k: v[index] for k, v in x.items()} if isinstance(x, dict) else x[index]
-        loss = nn.functional.cross_entropy(forward_logits(model, batch), y[index])
+        if penalty is None:
+            loss = nn.functional.cross_entropy(forward_logits(model, batch), y[index])
+        else:
+            logits, modular = penalty(batch, y[index])
+            loss = nn.functional.cross_entropy(logits, y[index]) + modularity * modular
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

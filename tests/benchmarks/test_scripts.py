@@ -429,6 +429,18 @@ def test_decompose_time_smoke(tmp_path: Path, cache: Path, run_script: RunScript
 
 
 @needs_fashion_mnist
+def test_modularity_cost_smoke(run_script: RunScript) -> None:
+    """Each ratio is the two step times it reports divided, and the units are those LBMask
+    masks (the MLP's 2 x 128 hidden neurons; resnet18's coupled channels)."""
+    result = run_script("benchmarks/modularity.py", "--smoke", "--rounds", "1")
+    assert [row["model"] for row in result["rows"]] == ["mlp", "resnet18", "bert"]
+    for row in result["rows"]:
+        assert row["ratio"] == round(row["regularised_s"] / row["plain_s"], 3)
+    assert result["rows"][0]["units"] == 256
+    assert result["rows"][1]["units"] == 2880
+
+
+@needs_fashion_mnist
 def test_sparsity_sweep_smoke(
     tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
 ) -> None:
