@@ -393,6 +393,9 @@ def _summarise_checks(write: Any, config: pytest.Config, results: list[dict[str,
             verdict = "REGR" if report.holds else verdict
             took += f"; regressed against {baseline['path']}"
         write(f"{verdict:5s} {entry['nodeid']} {report.summary_line()}{took}")
+    advice = [a for a in (ContractReport.from_dict(e["report"]).next_step() for e in results) if a]
+    if advice:
+        write(advice[0])
     stats = _stats(config)
     if stats:
         write(

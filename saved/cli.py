@@ -133,6 +133,9 @@ def _run_check(
         **options,
     )
     console.print(report)
+    advice = report.next_step()
+    if advice is not None:
+        console.print(advice)
     _write_outputs(report, args, console)
     console.print(f"[dim]decomposed and checked in {time.perf_counter() - started:.1f} s[/dim]")
     return report

@@ -260,6 +260,9 @@ class ContractReport:
             margin_line = self.margin_line()
             if margin_line is not None:
                 lines.append(f"    {margin_line}")
+            advice = self.next_step()
+            if advice is not None:
+                lines.append(f"    {advice}")
         if not self.structural_holds:
             lines.append(
                 f"  structural: max overlap {self.max_overlap:.4f} > gamma = {contract.gamma:g}"
@@ -281,6 +284,17 @@ class ContractReport:
                     f"  {c.index}: {c.reference} -> {c.decomposed} (margin {c.margin:.4g})"
                 )
         return "\n".join(lines)
+
+    def next_step(self) -> str | None:
+        """What to try when the components themselves change too many decisions (Dis above
+        eps, not only its bound): one line, None otherwise (a bound that fails alone has
+        :meth:`sample_advice`)."""
+        if self.semantic_holds or self.disagreement <= self.contract.eps:
+            return None
+        return (
+            "next: Dis itself is above eps; train the model with saved.ModularityPenalty "
+            "(class-wise units the components can keep), or decompose at a lower sparsity"
+        )
 
     def margin_line(self) -> str | None:
         """The disagreement by margin decile in one line, lowest margins first; None without

@@ -218,3 +218,24 @@ def test_too_little_decomposition_data_is_named_with_its_figure(digits_mlp, digi
         warnings.simplefilter("error", saved.LittleDataWarning)
         saved.decompose(digits_mlp, x[: few + 1], lbmask=config, progress=False)
         saved.decompose(digits_mlp, x[:few], method="wanda", progress=False)
+
+
+def test_a_failing_dis_points_to_modular_training_and_a_failing_bound_does_not(
+    digits_mlp, digits_xy
+) -> None:
+    """The "next:" line appears only where the components themselves disagree too often
+    (Dis > eps): not when only the confidence bound is above eps, and not when it holds."""
+    import dataclasses
+
+    x, y = digits_xy
+    report = saved.check(digits_mlp, x, labels=y, method="random", progress=False)
+    assert report.disagreement > 0.05
+    strict = dataclasses.replace(report, contract=saved.Contract(eps=report.disagreement / 2))
+    assert "saved.ModularityPenalty" in strict.next_step()
+    assert strict.next_step() in strict.explain()
+    bound_only = dataclasses.replace(
+        report, contract=saved.Contract(eps=report.disagreement, gamma=1.0, eta=0.0)
+    )
+    assert not bound_only.semantic_holds and bound_only.next_step() is None
+    lenient = dataclasses.replace(report, contract=saved.Contract(eps=1.0, gamma=1.0, eta=0.0))
+    assert lenient.semantic_holds and lenient.next_step() is None
