@@ -50,7 +50,11 @@ def control(weight: float, smoke: bool) -> dict[str, Any]:
     )
     trained_s = time.perf_counter() - started
     test_x = held.tensor
-    accuracy = float((saved.predict_logits(model, saved.as_inputs(test_x)).argmax(1) == held.labels).float().mean())
+    accuracy = float(
+        (saved.predict_logits(model, saved.as_inputs(test_x)).argmax(1) == held.labels)
+        .float()
+        .mean()
+    )
     started = time.perf_counter()
     report = saved.check(
         model,
@@ -133,7 +137,9 @@ def main() -> None:
     rows = [control(weight, args.smoke) for weight in WEIGHTS]
     results = {
         "rows": rows,
-        "command": shlex.join([".venv/bin/python", "benchmarks/positive_control.py", *sys.argv[1:]]),
+        "command": shlex.join(
+            [".venv/bin/python", "benchmarks/positive_control.py", *sys.argv[1:]]
+        ),
         "commit": commit(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, CPU",
