@@ -156,6 +156,7 @@ class Bench:
         }
 
 
+@functools.cache  # Q6 rebuilds its benches from the same model: trained once
 def _digits(name: str, smoke: bool) -> tuple[nn.Module, Inputs, Inputs, str]:
     images = name.startswith("cnn")
     x, y = testing.digits(images=images)

@@ -379,8 +379,10 @@ def _summarise_baselines(
 def _summarise_checks(write: Any, config: pytest.Config, results: list[dict[str, Any]]) -> None:
     from saved import ContractReport  # results exist: the engine is loaded already
 
+    advice = []
     for entry in results:
         report = ContractReport.from_dict(entry["report"])
+        advice.append(report.next_step())
         verdict = "holds" if report.holds else "FAILS"
         timing = entry.get("timing", {})
         took = ""
@@ -393,9 +395,9 @@ def _summarise_checks(write: Any, config: pytest.Config, results: list[dict[str,
             verdict = "REGR" if report.holds else verdict
             took += f"; regressed against {baseline['path']}"
         write(f"{verdict:5s} {entry['nodeid']} {report.summary_line()}{took}")
-    advice = [a for a in (ContractReport.from_dict(e["report"]).next_step() for e in results) if a]
-    if advice:
-        write(advice[0])
+    first = next((line for line in advice if line), None)
+    if first is not None:
+        write(first)
     stats = _stats(config)
     if stats:
         write(

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._runtime import forward_logits
+from .baselines._activations import per_sample
 from .inputs import as_inputs
 from .masking.discovery import MaskSite
 from .masking.units import UnitSpace
@@ -79,6 +80,8 @@ class ModularityPenalty:
         self.model = model
         self.space = UnitSpace.of(model, as_inputs(example).without_labels().batch(slice(0, 2)))
         self.weights = (coupling, cohesion, compactness)
+        modules = dict(model.named_modules())
+        self._sites = [(modules[g.sites[0].module], g.sites[0], g.size) for g in self.space.groups]
 
     def __call__(self, inputs: Any, labels: Tensor) -> tuple[Tensor, Tensor]:
         """``(logits, penalty)`` of one forward pass of the model on ``inputs`` (a tensor or a
@@ -88,13 +91,10 @@ class ModularityPenalty:
         labels = torch.as_tensor(labels).reshape(-1)
         if labels.numel() != n:
             raise ValueError(f"labels: {labels.numel()} for a batch of {n} samples")
-        modules = dict(self.model.named_modules())
-        activity: list[list[Tensor]] = [[] for _ in self.space.groups]
+        activity: list[list[Tensor]] = [[] for _ in self._sites]
         handles = [
-            modules[group.sites[0].module].register_forward_hook(
-                _recorder(activity[g], group.sites[0], group.size, n)
-            )
-            for g, group in enumerate(self.space.groups)
+            module.register_forward_hook(_recorder(calls, site, size, n))
+            for calls, (module, site, size) in zip(activity, self._sites, strict=True)
         ]
         try:
             logits = forward_logits(self.model, batch.batch(slice(0, n)))
@@ -125,12 +125,7 @@ def _recorder(calls: list[Tensor], site: MaskSite, size: int, n: int) -> Any:
 
     def record(module: nn.Module, inputs: Any, output: Tensor) -> None:
         out = site.select(output.float().movedim(site.dim, -1))
-        if out.shape[0] % n:
-            raise ValueError(
-                f"{site.module}: ran on {out.shape[0]} rows for a batch of {n} samples; which "
-                "sample each row belongs to cannot be told"
-            )
-        out = out.reshape(n, -1, size, site.width)
+        out = per_sample(out, n, site.module).reshape(n, -1, size, site.width)
         if site.width > 1:
             calls.append(out.norm(dim=-1).mean(1))
         else:
