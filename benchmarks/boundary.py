@@ -23,9 +23,11 @@ import torch
 from torch import nn
 
 from saved import testing
-from saved.adapters import as_inputs, continuous_form, forward_logits, frozen_eval, predict_logits
+from saved._runtime import forward_logits, frozen_eval, predict_logits
 from saved.boundary import BoundaryConfig, mine_boundary
 from saved.contract import logit_margins
+from saved.embedding import continuous_form
+from saved.inputs import as_inputs
 
 
 def forward_backward_seconds(

@@ -134,7 +134,6 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
         "seconds": old["seconds"],
         "commit": old.get("commit", "not recorded"),
     }
-    legacy = old.get("kept") or {}  # the format before "from": one entry for whole models
     for model in set(results["benches"]) & set(old["benches"]):
         now, then = (
             {k: v for k, v in b.items() if not k.endswith("_s")}
@@ -147,8 +146,7 @@ def keep_earlier(results: dict[str, Any], earlier: Path, order: list[str]) -> No
     for row in old["rows"]:
         if _row_key(row) in done:
             continue
-        older = legacy if row["model"] in legacy.get("models", ()) else origin
-        source = row.get("from") or {k: older.get(k) for k in ("command", "seconds", "commit")}
+        source = row.get("from") or origin
         kept.append({**row, "from": source})
     if not kept:
         return

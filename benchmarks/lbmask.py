@@ -26,8 +26,9 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from saved import ClassComponents, as_inputs, testing
-from saved.adapters import Batch, forward_logits, frozen_eval
+from saved._runtime import forward_logits, frozen_eval
 from saved.baselines import random
+from saved.inputs import Batch
 from saved.masking.lbmask import LBMaskConfig, MaskTrainer
 from saved.masking.units import UnitSpace
 

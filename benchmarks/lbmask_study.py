@@ -53,7 +53,7 @@ from models import cache_dir, head, load_split, trained
 from torch import nn
 
 from saved import BoundaryConfig, ClassComponents, Inputs, LBMaskConfig, as_inputs, testing
-from saved.adapters import predict_logits
+from saved._runtime import predict_logits
 from saved.boundary import calibration_set, calibration_sources, mine_boundary
 from saved.contract import boundary_subset, disagreement, jaccard_overlap, logit_margins
 from saved.decomposition import Decomposition

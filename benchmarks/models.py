@@ -50,7 +50,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from saved.adapters import Inputs, as_inputs, forward_logits, predict_logits
+from saved._runtime import forward_logits, predict_logits
 from saved.datasets import (
     DEBIAN_LONG_SETS,
     DEBIAN_SETS,
@@ -59,6 +59,7 @@ from saved.datasets import (
     load_fashion_mnist,
     read_text_set,
 )
+from saved.inputs import Inputs, as_inputs
 from saved.testing import minilm_tokenizer
 
 TEXT_LENGTH = 32  # Debian short descriptions: mean 11 tokens, longest seen 25
@@ -126,7 +127,7 @@ def smoke(recipe: Recipe, full_size: bool = False) -> Recipe:
 
 def head(data: Inputs, n: int | None, seed: int = 0) -> Inputs:
     """A seeded random subsample of ``n`` samples in data order (all when ``n`` is None or
-    larger). A permutation prefix, not ``saved.adapters.sample_inputs``: the cached models and
+    larger). A permutation prefix, not ``saved.inputs.sample_inputs``: the cached models and
     docs/RESULTS.md were made with exactly these rows."""
     if n is None or n >= len(data):
         return data

@@ -32,7 +32,7 @@ def main() -> None:
         labels=inputs.labels,
         method="unmasked",
     )
-    print(report)
+    print(report.summary_line())
     print(report.to_dict()["verdicts"])
 
 

@@ -1,6 +1,6 @@
 """The session report: ``decompose-report.json`` and a self-contained ``decompose-report.html``.
 
-The page is the engine's (:func:`saved.render.html_page`), the same one ``saved report --html``
+The page is the engine's (:func:`saved.html_page`), the same one ``saved report --html``
 writes; this module only gathers the session's checks and writes both files atomically.
 """
 
@@ -44,8 +44,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def render_html(document: dict[str, Any]) -> str:
     """The HTML page of a ``decompose-report.json`` document: every check, then its plots."""
-    from saved import ContractReport  # torch-importing; only when a report is written
-    from saved.render import html_page
+    from saved import ContractReport, html_page  # torch-importing; only when a report is written
 
     checks = [(e["nodeid"], ContractReport.from_dict(e["report"])) for e in document["results"]]
     cache = document.get("cache", {})

@@ -33,15 +33,23 @@ from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
 import saved
-from saved import Decomposition, as_inputs, predict_logits
-from saved.boundary import BoundaryConfig, concrete_config, mine_boundary
-from saved.boundary.rows import broadcast_mask
-from saved.contract import logit_margins
-from saved.embedding import ContinuousForm, continuous_form
-from saved.inputs import Batch, Inputs, match_dtype
-from saved.report import Counterexample
+from saved import (
+    BoundaryConfig,
+    ContinuousForm,
+    Counterexample,
+    Decomposition,
+    Inputs,
+    as_inputs,
+    continuous_form,
+    logit_margins,
+    mine_boundary,
+    predict_logits,
+)
 
 __all__ = ["TEXT_RADIUS", "SearchedCounterexample", "boundary_inputs", "find_counterexample"]
+
+#: One batch as the model takes it: a tensor, or a mapping of named tensors (``model(**batch)``).
+Batch = Tensor | dict[str, Tensor]
 
 #: For text, ``find_counterexample``'s default radius: this share of the standard deviation of
 #: the data's word-embedding coordinates (there is no box domain to scale a radius by).
@@ -73,7 +81,7 @@ hypothesis.register_random(_TORCH_RANDOM)
 
 def _searchable(model: nn.Module, data: Any) -> ContinuousForm:
     """``data`` in the form the search perturbs (word embeddings for text)."""
-    return continuous_form(model, match_dtype(as_inputs(data).without_labels(), model))
+    return continuous_form(model, as_inputs(data).without_labels())
 
 
 def boundary_inputs(
@@ -88,9 +96,9 @@ def boundary_inputs(
     text batch (mined in word-embedding space from the seed's tokens). Pairs that do not reach
     the boundary are rejected (``hypothesis.assume``).
     """
-    inputs = match_dtype(as_inputs(data).without_labels(), model)
+    inputs = as_inputs(data).without_labels()
     _searchable(model, inputs)  # a clear error up front when nothing is continuous
-    base = concrete_config(model, inputs, config or BoundaryConfig())
+    base = (config or BoundaryConfig()).resolved_on(model, inputs)
     classes = predict_logits(model, inputs).shape[1]
 
     @st.composite
@@ -143,13 +151,11 @@ def find_counterexample(
     """
     form = _searchable(model, data)
     inputs: Inputs = form.inputs
-    x = inputs.fields[form.field].float()
+    x = form.values.float()
     margins = logit_margins(predict_logits(model, inputs))
     order = margins.argsort(stable=True)
-    positions = form.position_mask
     if form.embedded:
-        spread = broadcast_mask(positions, x)
-        shown = x if spread is None else x[spread.expand_as(x).bool()]
+        shown = form.movable_values().float()
         radius = radius if radius is not None else TEXT_RADIUS * float(shown.std())
         low, high = domain if domain is not None else (-float("inf"), float("inf"))
     else:
@@ -170,10 +176,7 @@ def find_counterexample(
         rank, values = candidate
         index = int(order[rank])
         delta = torch.from_numpy(values.copy()).to(x.dtype).view(1, *shape)
-        row = positions[index : index + 1] if positions is not None else None
-        keep = broadcast_mask(row, delta)
-        if keep is not None:  # padding stays as it is
-            delta = delta * keep
+        delta = form.pinned(delta, slice(index, index + 1))  # padding stays as it is
         moved = (x[index : index + 1] + delta).clamp(low, high)
         fields = inputs.fields_at(slice(index, index + 1))
         fields[form.field] = moved.to(inputs.fields[form.field].dtype)

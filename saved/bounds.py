@@ -1,30 +1,31 @@
-"""The counts behind the semantic axis: ``|B|``, upper confidence bounds of a disagreement
-rate, and the samples a contract needs to be able to pass.
+"""The contract's value type and the counts behind its semantic axis: :class:`Contract` (the
+thresholds), ``|B|``, upper confidence bounds of a disagreement rate, and the samples a
+contract needs to be able to pass.
 
-Pure functions of counts (no tensors): the size of the boundary subset, the paper's Hoeffding
-term, the exact Clopper-Pearson limit, the one the semantic axis compares with ``eps``, and
-the smallest boundary subset (and data set) at which a given disagreement can pass.
+Torch-free, so that a report can be read without torch. Pure functions of counts: the size
+of the boundary subset, the paper's Hoeffding term, the exact Clopper-Pearson limit, the one
+the semantic axis compares with ``eps``, and the smallest boundary subset (and data set) at
+which a given disagreement can pass.
 :mod:`saved.contract` re-exports every name.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
 
-from ._validation import check_in
-
-if TYPE_CHECKING:
-    from .contract import Contract
+from ._validation import check_in, check_number
 
 #: How the semantic axis turns the measured Dis into an upper confidence bound.
 Bound = Literal["binomial", "hoeffding"]
 BOUNDS: tuple[str, ...] = get_args(Bound)
 
 __all__ = [
+    "ADAPTIVE_FIELDS",
     "BOUNDS",
     "Bound",
+    "Contract",
     "SamplePlan",
     "boundary_size",
     "clopper_pearson_upper",
@@ -33,6 +34,73 @@ __all__ = [
     "samples_needed",
     "upper_bound",
 ]
+
+
+#: The thresholds ``sparsity="auto"`` reads when it chooses each component's sparsity.
+ADAPTIVE_FIELDS = ("eps", "kappa", "gamma", "eta")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The thresholds a decomposition must meet; every axis must hold at once.
+
+    Args:
+        eps: bound on the upper confidence limit of the boundary disagreement (``Dis + h`` for
+            ``bound="hoeffding"``, the Clopper–Pearson limit for ``"binomial"``); in (0, 1].
+        kappa: the boundary as a margin *quantile*: the ``kappa`` fraction of lowest-margin
+            samples forms ``B``; in (0, 1]. Ignored when ``kappa_margin`` is given.
+        gamma: bound on the largest pairwise Jaccard overlap of component supports; in [0, 1].
+        eta: every component must prune at least this fraction of units; in [0, 1].
+        delta: failure probability of the bound; in (0, 1).
+        kappa_margin: an absolute margin threshold ``B = {x : m(x) <= kappa_margin}``; >= 0.
+        bound: ``"binomial"`` (default; the exact Clopper–Pearson upper limit) or
+            ``"hoeffding"`` (the paper's ``Dis + sqrt(ln(2/delta) / (2n))``). Both hold with
+            probability at least ``1 - delta`` for samples independent of the decomposition;
+            the binomial one is never looser (docs/DECISIONS.md).
+    """
+
+    eps: float = 0.1
+    kappa: float = 0.2
+    gamma: float = 0.5
+    eta: float = 0.3
+    delta: float = 0.05
+    kappa_margin: float | None = None
+    bound: Bound = "binomial"
+
+    def __post_init__(self) -> None:
+        if self.bound not in BOUNDS:
+            raise ValueError(f"bound: expected one of {BOUNDS}, got {self.bound!r}")
+        object.__setattr__(self, "eps", check_in("eps", self.eps, "(0, 1]"))
+        object.__setattr__(self, "kappa", check_in("kappa", self.kappa, "(0, 1]"))
+        object.__setattr__(self, "gamma", check_in("gamma", self.gamma, "[0, 1]"))
+        object.__setattr__(self, "eta", check_in("eta", self.eta, "[0, 1]"))
+        object.__setattr__(self, "delta", check_in("delta", self.delta, "(0, 1)"))
+        if self.kappa_margin is not None:
+            margin = check_number("kappa_margin", self.kappa_margin)
+            if margin < 0:
+                raise ValueError(f"kappa_margin: expected a margin >= 0, got {self.kappa_margin!r}")
+            object.__setattr__(self, "kappa_margin", margin)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def shaping_masks(self, sparsity: object) -> dict[str, Any]:
+        """The thresholds a decomposition's *masks* depend on, for a cache key.
+
+        None for a fixed sparsity: the thresholds only judge the masks (:func:`saved.evaluate`).
+        With ``sparsity="auto"`` each component's sparsity is chosen against the contract, and
+        the four thresholds :func:`saved.masking.adaptive.adaptive_sparsity` reads are returned.
+        """
+        if sparsity != "auto":
+            return {}
+        return {name: getattr(self, name) for name in ADAPTIVE_FIELDS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Contract:
+        unknown = set(values) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"contract: unknown keys {sorted(unknown)}")
+        return cls(**values)
 
 
 def hoeffding_radius(n: int, delta: float = 0.05) -> float:

@@ -60,7 +60,7 @@ def _write_outputs(report: Any, args: argparse.Namespace, console: Console) -> N
         console.print(f"report written to {args.json}")
     if args.html:
         from ._version import __version__
-        from .render import html_page  # the page pytest --decompose-report writes
+        from .report import html_page  # the page pytest --decompose-report writes
 
         name = getattr(args, "target", None) or getattr(args, "file", None) or "saved demo"
         page = html_page([(name, report)], about=f"written by saved {__version__}")
@@ -120,6 +120,7 @@ def _run_check(
     calibration: Any = None,
 ) -> Any:
     from .pipeline import check
+    from .report import render_report
 
     options = _engine_options(args)
     started = time.perf_counter()
@@ -132,7 +133,7 @@ def _run_check(
         same_samples=args.same_samples,
         **options,
     )
-    console.print(report)
+    console.print(render_report(report))
     advice = report.next_step()
     if advice is not None:
         console.print(advice)
@@ -245,14 +246,14 @@ def _decompose(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    from .report import ContractReport
+    from .report import ContractReport, render_report
 
     path = Path(args.file)
     try:
         report = ContractReport.from_json(path.read_text())
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise UsageError(f"{path}: not a readable report ({error})") from error
-    console.print(report)
+    console.print(render_report(report))
     _write_outputs(report, args, console)
     return 0 if report.holds else 1
 

@@ -205,7 +205,7 @@ class Decomposition:
         the same file (never pickle). Returns the path written."""
         from safetensors.torch import save
 
-        from . import __version__
+        from ._version import __version__
 
         path = Path(path)
         tensors = {"masks": self.masks.to(torch.uint8).contiguous()}

@@ -8,9 +8,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .inputs import TENSOR_FIELD, Inputs
+from .inputs import TENSOR_FIELD, Inputs, match_dtype
 
-__all__ = ["ContinuousForm", "continuous_form", "embed_inputs", "word_embeddings"]
+__all__ = [
+    "ContinuousForm",
+    "broadcast_mask",
+    "continuous_form",
+    "embed_inputs",
+    "word_embeddings",
+]
+
+
+def broadcast_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
+    """A ``[rows, positions]`` mask viewed to broadcast against ``like`` (``[rows, positions,
+    ...]``), in its dtype and device."""
+    if mask is None:
+        return None
+    mask = mask.to(like.device, like.dtype)
+    return mask.view(*mask.shape, *([1] * (like.dim() - mask.dim())))
 
 
 def word_embeddings(model: nn.Module) -> nn.Embedding:
@@ -43,13 +58,34 @@ class ContinuousForm:
     position_mask: Tensor | None
     embedded: bool
 
+    @property
+    def values(self) -> Tensor:
+        """The continuous field, ``[n, ...]``."""
+        return self.inputs.fields[self.field]
+
+    def movable_values(self) -> Tensor:
+        """The field's values at the positions a perturbation may touch, flattened."""
+        keep = broadcast_mask(self.position_mask, self.values)
+        if keep is None:
+            return self.values.flatten()
+        return self.values.masked_select(keep.expand_as(self.values).bool())
+
+    def pinned(self, delta: Tensor, rows: slice) -> Tensor:
+        """``delta`` (``[len(rows), ...]``, a perturbation of those rows) with the positions
+        that must not move (padding) set to 0."""
+        row_mask = self.position_mask[rows] if self.position_mask is not None else None
+        keep = broadcast_mask(row_mask, delta)
+        return delta if keep is None else delta * keep
+
 
 def continuous_form(model: nn.Module, inputs: Inputs) -> ContinuousForm:
-    """The form to perturb: token ids become word embeddings, other inputs stay as they are.
+    """The form to perturb: token ids become word embeddings, other inputs stay as they are;
+    floating fields take the model's dtype (:func:`saved.inputs.match_dtype`).
 
     Raises:
         TypeError: when no continuous field exists (e.g. a plain tensor of token ids).
     """
+    inputs = match_dtype(inputs, model)
     if inputs.is_mapping and "input_ids" in inputs.fields:
         inputs = embed_inputs(model, inputs)
     if not inputs.is_mapping:

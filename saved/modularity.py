@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._runtime import forward_logits
-from .baselines._activations import per_sample
+from .activity import per_sample
 from .inputs import as_inputs
 from .masking.discovery import MaskSite
 from .masking.units import UnitSpace

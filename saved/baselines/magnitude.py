@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ..activity import MaskContext
 from ..masking.space import MaskSpace
-from . import MaskContext
 
 
 def masks(

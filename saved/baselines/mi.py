@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..activity import MaskContext, component_targets, require, unit_activations
 from ..masking.units import UnitSpace
-from . import MaskContext, require
-from ._activations import component_targets, unit_activations
 
 BINS = 10
 

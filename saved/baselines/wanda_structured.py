@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..activity import MaskContext, input_norms, require, wanda_scores
 from ..masking.units import UnitSpace
-from . import MaskContext, require
-from ._activations import input_norms, wanda_scores
 
 
 def masks(

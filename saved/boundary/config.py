@@ -12,7 +12,6 @@ from torch import nn
 from .._validation import check_count, check_positive
 from ..embedding import ContinuousForm, continuous_form
 from ..inputs import as_inputs
-from .rows import broadcast_mask
 
 __all__ = ["BoundaryConfig", "Norm", "Plan", "concrete_config", "plan_for"]
 
@@ -77,6 +76,11 @@ class BoundaryConfig:
         elif self.domain not in ("auto", None):
             raise ValueError(f"domain: expected 'auto', None or (low, high), got {self.domain!r}")
 
+    def resolved_on(self, model: nn.Module, data: object) -> BoundaryConfig:
+        """This config with the radius, step and domain it takes on ``data`` made explicit, so
+        that mining a few of its samples later uses the scale of the whole data set."""
+        return concrete_config(model, data, self)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -89,7 +93,8 @@ class Plan:
 
 def concrete_config(model: nn.Module, data: object, config: BoundaryConfig) -> BoundaryConfig:
     """``config`` with the radius, step and domain it would take on ``data`` made explicit, so
-    that mining a few samples later uses the scale of the whole data set."""
+    that mining a few samples later uses the scale of the whole data set
+    (:meth:`BoundaryConfig.resolved_on`)."""
     plan = plan_for(config, continuous_form(model, as_inputs(data)))
     return dataclasses.replace(
         config, radius=plan.radius, step_size=plan.step_size, domain=plan.domain
@@ -98,13 +103,8 @@ def concrete_config(model: nn.Module, data: object, config: BoundaryConfig) -> B
 
 def plan_for(config: BoundaryConfig, form: ContinuousForm) -> Plan:
     """What ``config`` resolves to on ``form``'s values (only the unpadded positions count)."""
-    values = form.inputs.fields[form.field]
-    if form.position_mask is not None:
-        keep = broadcast_mask(form.position_mask, values)
-        assert keep is not None
-        selected = values.masked_select(keep.expand_as(values).bool())
-    else:
-        selected = values.flatten()
+    values = form.values
+    selected = form.movable_values()
     if config.radius is not None:
         radius = float(config.radius)
     else:

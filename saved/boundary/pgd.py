@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..embedding import ContinuousForm
+from ..embedding import ContinuousForm, broadcast_mask
 from .config import BoundaryConfig, Norm, Plan
-from .rows import COMPACT_SHARE, Rows, broadcast_mask, call_model, compact
+from .rows import COMPACT_SHARE, Rows, call_model, compact
 
 __all__ = ["pgd"]
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .._runtime import forward_logits
 from ..embedding import ContinuousForm
 
-__all__ = ["COMPACT_SHARE", "Rows", "broadcast_mask", "call_model", "compact"]
+__all__ = ["COMPACT_SHARE", "Rows", "call_model", "compact"]
 
 #: finished rows are dropped once they are at least this share of the rows (see compact)
 COMPACT_SHARE = 0.5
@@ -67,15 +67,6 @@ def compact(state: R, done: Tensor, outcome: object, *, share: float = 0.0) -> R
     for item in dataclasses.fields(outcome):  # type: ignore[arg-type]
         getattr(outcome, item.name)[rows] = getattr(state, item.name)[done]
     return state.without(done)
-
-
-def broadcast_mask(mask: Tensor | None, like: Tensor) -> Tensor | None:
-    """A ``[rows, positions]`` mask viewed to broadcast against ``like`` (``[rows, positions,
-    ...]``), in its dtype and device."""
-    if mask is None:
-        return None
-    mask = mask.to(like.device, like.dtype)
-    return mask.view(*mask.shape, *([1] * (like.dim() - mask.dim())))
 
 
 def call_model(

@@ -7,7 +7,4 @@
 * ``surgery`` — removing units physically (Torch-Pruning, attention head counts);
 * ``weights`` — :class:`WeightSpace`: per-weight (unstructured) masks;
 * ``objectives`` and ``lbmask`` — LBMask mask learning; ``adaptive`` — ``sparsity="auto"``.
-
-``saved.units``, ``saved.weights``, ``saved.lbmask``, ``saved.objectives`` and
-``saved.adaptive`` re-export the names they held before the move.
 """

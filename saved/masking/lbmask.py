@@ -49,7 +49,7 @@ from .trainer import MIN_SOURCES as MIN_SOURCES
 from .trainer import VALIDATION_ROWS as VALIDATION_ROWS
 from .trainer import MaskTrainer, initial_logits
 
-__all__ = ["LBMaskConfig", "MaskRun", "MaskTrainer", "initial_logits", "learn_masks", "train_masks"]
+__all__ = ["LBMaskConfig", "MaskRun", "MaskTrainer", "initial_logits", "train_masks"]
 
 
 @dataclass
@@ -167,33 +167,3 @@ def train_masks(
         history=history,
         validation_rows=trainer.validation_rows,
     )
-
-
-def learn_masks(
-    model: nn.Module,
-    calibration: Inputs,
-    components: ClassComponents,
-    space: MaskSpace,
-    config: LBMaskConfig | None = None,
-    *,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    sources: Tensor | None = None,
-) -> Tensor:
-    """:func:`train_masks`, returning only the final ``[K, N]`` logits (CPU).
-
-    Binarise with ``space.binarise(logits, config.sparsity, config.allocation)``. The model is
-    left unchanged.
-    """
-    return train_masks(
-        model,
-        calibration,
-        components,
-        space,
-        config,
-        seed=seed,
-        device=device,
-        progress=progress,
-        sources=sources,
-    ).logits

@@ -237,13 +237,13 @@ class MaskTrainer:
         """Similarity pruning's ranking when ``config.prior`` asks for it (``alpha`` > 0)."""
         if self.config.prior != "similarity" or self.config.alpha == 0:
             return None
-        from ..baselines import MaskContext, similarity
+        from ..activity import MaskContext, similarity_scores
         from .units import UnitSpace
 
         if not isinstance(self.space, UnitSpace):
             raise ValueError("prior: 'similarity' ranks structural units; use it with lbmask")
         context = MaskContext(self.model, self.calibration, self.components, self.device)
-        return similarity.scores(self.space, context)
+        return similarity_scores(self.space, context)
 
     def __enter__(self) -> MaskTrainer:
         self._frozen = frozen_eval(self.model)

@@ -7,11 +7,10 @@ import torch
 from hypothesis import given, settings
 
 from pytest_decompose.strategies import boundary_inputs, find_counterexample
-from saved import ClassComponents, Decomposition, as_inputs, predict_logits, testing
+from saved import ClassComponents, Counterexample, Decomposition, as_inputs, predict_logits, testing
 from saved.baselines import random
 from saved.embedding import word_embeddings
 from saved.masking.units import UnitSpace
-from saved.report import Counterexample
 
 X, Y = testing.digits()
 MODEL = testing.train_classifier(testing.tiny_mlp(hidden=(128, 128), seed=0), X, Y, steps=300)

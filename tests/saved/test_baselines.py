@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import saved
+from saved.activity import input_norms, wanda_scores
 from saved.baselines import MaskContext, similarity, wanda_structured
-from saved.baselines._activations import input_norms, wanda_scores
 from saved.components import ClassComponents
 from saved.masking.units import UnitSpace
 from saved.masking.weights import WeightSpace
@@ -146,7 +146,7 @@ def test_wanda_on_torchvision_mobilenet_v2(tmp_path) -> None:
 def test_activation_statistics_fold_rows_per_sample_batch_major() -> None:
     """MobileViT runs its transformer on [n * patch_area, patches, dim]: the rows of one
     sample are consecutive, so statistics per sample fold them; an uneven count is refused."""
-    from saved.baselines._activations import per_sample
+    from saved.activity import per_sample
 
     x = torch.arange(24.0).reshape(6, 4)  # 3 samples x 2 rows each
     folded = per_sample(x, 3, "layer")

@@ -21,6 +21,7 @@ from saved import (
 )
 from saved.contract import clopper_pearson_upper, hoeffding_radius
 from saved.embedding import embed_inputs
+from saved.report import render_report
 
 
 def _hand_example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +106,7 @@ def test_report_json_round_trip_and_rendering() -> None:
     with pytest.raises(ValueError, match="version 99"):
         ContractReport.from_dict(data)
     console = Console(record=True, width=120)
-    console.print(report)
+    console.print(render_report(report))
     rendered = console.export_text()
     assert f"{report.semantic_bound:.4f}" in rendered
     assert "Contract fails: semantic" in rendered and "structural" not in report.failed_axes
@@ -136,7 +137,7 @@ def test_a_failure_says_when_mask_learning_was_cut_while_still_improving(
     again = ContractReport.from_json(report.to_json())
     assert again.training == training and again.budget_limited is limited
     console = Console(record=True, width=300)
-    console.print(report)
+    console.print(render_report(report))
     assert f"stopped ({training['stopped']})" in console.export_text()
 
 
@@ -161,7 +162,7 @@ def test_the_margin_profile_by_hand_in_every_form() -> None:
     line = "Dis by margin decile, lowest margins first: 1.00 1.00 0.00 0.00 0.00 (n = 1 each"
     assert line in report.explain()
     console = Console(record=True, width=120)
-    console.print(report)
+    console.print(render_report(report))
     rendered = console.export_text()
     assert "Disagreement by margin decile" in rendered
     assert re.search(r"│\s+2 │\s+0.2 - 0.2 │\s+1 │\s+1 │\s+1.0000 │", rendered)

@@ -13,7 +13,7 @@ import saved
 from saved import testing
 from saved.masking.units import UnitSpace
 from saved.profile import BlockRow, Separation, block_of, block_profile, separation
-from saved.render import html_page, render_report
+from saved.report import html_page, render_report
 
 
 @pytest.mark.parametrize(

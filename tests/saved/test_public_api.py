@@ -3,6 +3,7 @@ content fingerprint, and the joint predictor the plugin's search runs on."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -24,8 +25,10 @@ PUBLIC = [
     "METHODS",
     "BoundaryConfig",
     "ClassComponents",
+    "ContinuousForm",
     "Contract",
     "ContractReport",
+    "Counterexample",
     "Decomposition",
     "Holdout",
     "Inputs",
@@ -38,14 +41,19 @@ PUBLIC = [
     "as_inputs",
     "assess",
     "check",
+    "continuous_form",
     "decompose",
     "evaluate",
     "fingerprint",
     "holdout",
+    "html_page",
     "load",
+    "logit_margins",
+    "mine_boundary",
     "modularity_penalty",
     "plan_samples",
     "predict_logits",
+    "render_report",
     "resolve_device",
 ]
 
@@ -67,37 +75,133 @@ def test_the_import_paths_the_readme_teaches_keep_working() -> None:
             assert name.strip() in namespace
 
 
-def test_the_old_adapters_module_re_exports_the_moved_names() -> None:
-    from saved import _runtime, adapters, embedding, inputs
+def _saved_modules() -> dict[str, Path]:
+    """Every module of the engine by dotted name (a package by its ``__init__``)."""
+    found = {}
+    for path in sorted((ROOT / "saved").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
 
-    for name in adapters.__all__:
-        homes = [m for m in (inputs, _runtime, embedding) if hasattr(m, name)]
-        assert homes and getattr(adapters, name) is getattr(homes[0], name)
+
+def _imported(module: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The engine modules ``module`` imports anywhere in its text (top level, in functions,
+    under TYPE_CHECKING): every arrow counts, lazy or not."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            submodules = {f"{source}.{alias.name}" for alias in node.names} & set(known)
+            targets.update(submodules)
+            if node.module or not submodules:  # "from . import x" imports x, not the package
+                targets.add(source)
+    return {t for t in targets if t in known and t != module}
 
 
-def test_the_old_phase_3_modules_re_export_the_moved_names() -> None:
-    import importlib
+def test_no_import_circle_and_no_upward_import_in_the_engine() -> None:
+    known = _saved_modules()
+    graph = {module: _imported(module, path, known) for module, path in known.items()}
+    upward = sorted(f"{m} -> {t}" for m, ts in graph.items() for t in ts if m.startswith(t + "."))
+    assert upward == []
+    # a depth-first search: a module met again while it is still open closes a circle
+    state: dict[str, str] = {}
+    circles: list[str] = []
 
-    for name in ("units", "weights", "lbmask", "objectives", "adaptive"):
-        old = importlib.import_module(f"saved.{name}")
-        new = importlib.import_module(f"saved.masking.{name}")
-        assert old.__all__
-        for item in old.__all__:
-            assert getattr(old, item) is getattr(new, item)
-    assert set(importlib.import_module("saved.masking.units").__all__) <= set(
-        importlib.import_module("saved.units").__all__
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                circles.append(" -> ".join([*trail[trail.index(target) :], target]))
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_the_report_model_does_not_import_torch() -> None:
+    """The report and the contract's value type read without torch: no module they reach
+    imports it (checked on the import graph, since ``saved/__init__`` itself imports torch)."""
+    known = _saved_modules()
+    reached, todo = set(), ["saved.report"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(_imported(module, known[module], known))
+    assert "saved.bounds" in reached
+    heavy = sorted(
+        module
+        for module in reached
+        for node in ast.walk(ast.parse(known[module].read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            (name or "").split(".")[0] in ("torch", "numpy")
+            for name in (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            )
+        )
     )
+    assert heavy == []
+
+
+def test_no_module_only_re_exports() -> None:
+    """Every engine module defines something: no shim that only re-exports moved names."""
+    shims = []
+    for module, path in _saved_modules().items():
+        if path.name == "__init__.py":
+            continue
+        body = ast.parse(path.read_text()).body
+        does = [
+            node
+            for node in body
+            if not isinstance(node, (ast.Import, ast.ImportFrom))
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+            and not (isinstance(node, ast.Assign) and "__all__" in ast.unparse(node))
+        ]
+        if not does:
+            shims.append(module)
+    assert shims == []
 
 
 def test_the_plugin_imports_only_public_names() -> None:
-    private = re.compile(r"saved\._|from saved\.(adapters|_hashing)")
-    found = [
-        f"{path.name}:{number}"
-        for path in sorted((ROOT / "pytest_decompose").glob("*.py"))
-        for number, line in enumerate(path.read_text().splitlines(), 1)
-        if private.search(line)
-    ]
-    assert found == []
+    """pytest_decompose reaches the engine through ``saved.__all__`` only: every
+    ``from saved... import`` and every ``saved.<name>`` it uses."""
+    outside = []
+    for path in sorted((ROOT / "pytest_decompose").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("saved"):
+                for alias in node.names:
+                    if node.module != "saved" or (
+                        alias.name not in saved.__all__ and alias.name != "__version__"
+                    ):
+                        outside.append(f"{path.name}:{node.lineno} {node.module}.{alias.name}")
+            elif isinstance(node, ast.Import):
+                outside += [
+                    f"{path.name}:{node.lineno} {a.name}"
+                    for a in node.names
+                    if a.name.startswith("saved.")
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "saved"
+                and node.attr not in saved.__all__
+            ):
+                outside.append(f"{path.name}:{node.lineno} saved.{node.attr}")
+    assert outside == []
 
 
 # --------------------------------------------------------------------------- fingerprint

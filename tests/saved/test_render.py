@@ -12,7 +12,7 @@ from rich.console import Console
 from pytest_decompose.report import render_html
 from saved import Contract, ContractReport, assess
 from saved.cli import main
-from saved.render import html_page, render_report
+from saved.report import html_page, render_report
 
 
 def _report() -> ContractReport:

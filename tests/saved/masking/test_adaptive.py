@@ -104,8 +104,10 @@ def _rendered(report) -> str:
 
     from rich.console import Console
 
+    from saved.report import render_report
+
     out = StringIO()
-    Console(file=out, width=200).print(report)
+    Console(file=out, width=200).print(render_report(report))
     return out.getvalue()
 
 

@@ -14,7 +14,7 @@ from saved.baselines import magnitude, random
 from saved.boundary import calibration_set, calibration_sources, mine_boundary
 from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
-from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, learn_masks, train_masks
+from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, train_masks
 from saved.masking.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
 from saved.masking.trainer import boundary_rows, overlap_excess
 from saved.masking.units import UnitSpace
@@ -46,7 +46,7 @@ def _boundary_disagreement(model, space, masks, data) -> float:
 def test_lbmask_beats_random_and_magnitude_masks(wide_mlp, digits_setup) -> None:
     data, calibration, space = digits_setup
     before = testing.state_snapshot(wide_mlp)
-    logits = learn_masks(wide_mlp, calibration, ClassComponents(10), space, LBMaskConfig())
+    logits = train_masks(wide_mlp, calibration, ClassComponents(10), space, LBMaskConfig()).logits
     learned = _boundary_disagreement(wide_mlp, space, space.binarise(logits, 0.5), data)
     rand = _boundary_disagreement(wide_mlp, space, random.masks(space, 10, 0.5, seed=0), data)
     magn = _boundary_disagreement(wide_mlp, space, magnitude.masks(space, 10, 0.5), data)
@@ -63,7 +63,7 @@ def test_mask_training_never_touches_weights_of_a_cnn_in_train_mode(digits_image
     before = testing.state_snapshot(model)
     space = UnitSpace.of(model, x[:2])
     config = LBMaskConfig(steps=5, batch_size=16)
-    learn_masks(model, as_inputs(x[:100]), ClassComponents(10), space, config)
+    train_masks(model, as_inputs(x[:100]), ClassComponents(10), space, config)
     assert all(p.grad is None for p in model.parameters())
     assert testing.state_snapshot(model) == before
 
@@ -71,15 +71,15 @@ def test_mask_training_never_touches_weights_of_a_cnn_in_train_mode(digits_image
 def test_chunked_training_equals_joint_training(wide_mlp, digits_setup) -> None:
     _, calibration, space = digits_setup
     config = LBMaskConfig(steps=20)
-    joint = learn_masks(wide_mlp, calibration, ClassComponents(10), space, config, seed=5)
-    chunked = learn_masks(
+    joint = train_masks(wide_mlp, calibration, ClassComponents(10), space, config, seed=5).logits
+    chunked = train_masks(
         wide_mlp,
         calibration,
         ClassComponents(10),
         space,
         LBMaskConfig(steps=20, component_chunk=3),
         seed=5,
-    )
+    ).logits
     assert torch.allclose(joint, chunked, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from saved import ClassComponents, as_inputs, testing
 from saved._runtime import forward_logits
-from saved.masking.lbmask import LBMaskConfig, learn_masks
+from saved.masking.lbmask import LBMaskConfig, train_masks
 from saved.masking.weights import WeightSpace
 
 
@@ -42,9 +42,9 @@ def test_unstructured_lbmask_keeps_exact_counts_and_the_model(digits_xy) -> None
     model = testing.train_classifier(testing.tiny_mlp(seed=2), x, y, steps=100)
     before = testing.state_snapshot(model)
     space = WeightSpace.of(model, x[:2])
-    logits = learn_masks(
+    logits = train_masks(
         model, as_inputs(x[:300]), ClassComponents(10), space, LBMaskConfig(steps=10, alpha=1.0)
-    )
+    ).logits
     masks = space.binarise(logits, 0.5)
     for group, columns in space.group_slices():
         assert masks[:, columns].sum(1).tolist() == [round(0.5 * group.size)] * 10

@@ -1,8 +1,9 @@
 """The contract report: every measured value, threshold and verdict, and its JSON form.
 
-Its renderings (rich for the terminal, the HTML page) are :mod:`saved.render`; its text
-(``summary_line``, ``explain``, ``sample_advice``, ``training_note``) is here, one place for
-the assertion, the terminal summary and both renderings.
+Torch-free. Its renderings are :mod:`saved.report.rich` (the terminal) and
+:mod:`saved.report.html` (the page); its text (``summary_line``, ``explain``,
+``sample_advice``, ``training_note``, ``separation_line``) is here, one place for the
+assertion, the terminal summary and both renderings.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from rich.console import RenderableType
-
-from .contract import Bound, Contract
+from ..bounds import Bound, Contract, plan_samples, upper_bound
 
 __all__ = ["ClassRow", "ContractReport", "Counterexample", "MarginBin", "SampleSplit"]
 
@@ -316,8 +315,6 @@ class ContractReport:
         bounds (:func:`saved.plan_samples`). Empty otherwise."""
         from dataclasses import replace
 
-        from .contract import plan_samples, upper_bound
-
         contract = self.contract
         if self.disagreement < contract.eps:
             expected = self.disagreement
@@ -410,7 +407,17 @@ class ContractReport:
         """Which samples decomposed and which certified, or that it was not recorded."""
         return self.split.describe() if self.split else _SPLIT_TEXT["unknown"]
 
-    def __rich__(self) -> RenderableType:
-        from .render import render_report  # the renderers import this module
+    def other_bound(self) -> tuple[str, float]:
+        """The bound the contract does not use, and its value (shown beside the one it does)."""
+        other = "hoeffding" if self.contract.bound == "binomial" else "binomial"
+        return other, self.bounds[other]
 
-        return render_report(self)
+    def separation_line(self) -> str:
+        """Where the supports part ways (:func:`saved.profile.separation`), in one sentence."""
+        parted = self.extra.get("separation")
+        if not parted:
+            return "the mean overlap never drops from one block to the next"
+        return (
+            f"supports part ways at {parted['block']} (depth {parted['depth']}): mean overlap "
+            f"{parted['before']:.3f} -> {parted['after']:.3f}, the largest drop between blocks"
+        )

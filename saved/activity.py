@@ -1,14 +1,52 @@
-"""Calibration statistics shared by the data-driven baselines (one batched pass each)."""
+"""What a model's units do on calibration data: the statistics the data-driven baselines and
+LBMask's similarity prior read, one batched pass each.
+
+Below both :mod:`saved.baselines` and :mod:`saved.masking` (the trainer starts from
+similarity pruning's ranking, ``LBMaskConfig(prior="similarity")``), so neither reaches up
+into the other. ``space`` arguments are :class:`~saved.masking.units.UnitSpace` objects, typed
+``Any`` here so that this module does not import the masking package it sits under.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._runtime import forward_logits, frozen_eval, on_device, predict_logits
-from . import MaskContext
+from ._runtime import forward_logits, frozen_eval, on_device, predict_logits
+from .components import ClassComponents
+from .inputs import Inputs
+
+__all__ = [
+    "MaskContext",
+    "component_targets",
+    "drop_order",
+    "input_norms",
+    "per_sample",
+    "require",
+    "similarity_scores",
+    "unit_activations",
+    "wanda_scores",
+]
+
+
+@dataclass(frozen=True)
+class MaskContext:
+    """What data-driven baselines look at: the frozen model and its calibration set."""
+
+    model: nn.Module
+    calibration: Inputs
+    components: ClassComponents
+    device: torch.device
+    batch_size: int = 256
+
+
+def require(context: MaskContext | None, method: str) -> MaskContext:
+    if context is None:
+        raise ValueError(f"{method}: needs the model and calibration data (context=MaskContext)")
+    return context
 
 
 def component_targets(context: MaskContext) -> Tensor:
@@ -136,3 +174,64 @@ def unit_activations(context: MaskContext, space: Any) -> Tensor:
     for parts in batch_parts:
         columns.append(torch.cat(parts).cpu())
     return torch.cat(columns, dim=1)
+
+
+def drop_order(patterns: Tensor) -> Tensor:
+    """``[K, m]`` int: for each row of ``patterns [K, n, m]`` (m units' activity over n
+    samples), the position at which each unit is dropped (0 first; ``m - 1`` is never
+    dropped) by the rule of the module docstring, all K rows at once.
+
+    Each unit's most alike kept partner is kept up to date: dropping a unit only changes the
+    partner of the units whose partner it was, so each of the ``m - 1`` rounds costs ``O(K m)``
+    plus one row maximum per such unit, not a fresh ``O(K m^2)`` maximum.
+    """
+    k, _, m = patterns.shape
+    unit = patterns / patterns.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cosine = unit.transpose(1, 2) @ unit  # [K, m, m]
+    outside = -float("inf")
+    cosine.diagonal(dim1=1, dim2=2).fill_(outside)
+    strength = patterns.norm(dim=1)  # [K, m]
+    closest, partner = cosine.max(2)  # [K, m] each
+    rows = torch.arange(k)
+    order = torch.full((k, m), m - 1, dtype=torch.long)
+    kept = torch.ones(k, m, dtype=torch.bool)
+    for position in range(m - 1):
+        live = torch.where(kept, closest, torch.full_like(closest, outside))
+        top = live.amax(1, keepdim=True)
+        tied = kept & (live >= top - 1e-12)
+        victim = torch.where(tied, strength, torch.full_like(strength, float("inf"))).argmin(1)
+        order[rows, victim] = position
+        kept[rows, victim] = False
+        cosine[rows, :, victim] = outside  # nobody's partner any more
+        cosine[rows, victim, :] = outside
+        stale = torch.nonzero(kept & (partner == victim[:, None]))
+        if stale.numel():
+            a, b = stale[:, 0], stale[:, 1]
+            closest[a, b], partner[a, b] = cosine[a, b].max(1)
+    return order
+
+
+def similarity_scores(space: Any, context: MaskContext) -> Tensor:
+    """Similarity pruning's ranking (:mod:`saved.baselines.similarity`), ``[K, N]`` over a
+    :class:`~saved.masking.units.UnitSpace`: within each group, the units' drop positions
+    scaled to [0, 1] (higher is kept longer); comparable across groups of different sizes."""
+    activations = unit_activations(context, space)  # [n, N]
+    targets = component_targets(context).bool()  # [n, K]
+    columns = []
+    for _, part in space.group_slices():
+        block = activations[:, part]
+        size = block.shape[1]
+        columns.append(drop_order(_patterns(block, targets)).double() / max(size - 1, 1))
+    return torch.cat(columns, dim=1).float()
+
+
+def _patterns(block: Tensor, targets: Tensor) -> Tensor:
+    """``[K, n, m]``: component j's rows of ``block`` (its positive samples; all samples when
+    it has none), then zero rows (components differ in their positive counts). Zero rows
+    change neither a cosine nor a norm."""
+    k, n = targets.shape[1], block.shape[0]
+    out = torch.zeros(k, n, block.shape[1], dtype=block.dtype)
+    for j in range(k):
+        rows = block[targets[:, j]] if bool(targets[:, j].any()) else block
+        out[j, : rows.shape[0]] = rows
+    return out
