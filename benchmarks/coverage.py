@@ -43,15 +43,8 @@ from saved.boundary import BoundaryConfig, mine_boundary
 from saved.inputs import Inputs
 from saved.masking.units import UnitSpace
 
-METHODS = (
-    "lbmask",
-    "lbmask-unstructured",
-    "wanda",
-    "wanda-structured",
-    "mi",
-    "magnitude",
-    "random",
-)
+#: every method the engine has (its registry, ``saved.METHODS``), in its order
+METHODS = tuple(saved.METHODS)
 #: surgery must reproduce the masked model to this (fp32), relative to the largest logit
 SURGERY_TOLERANCE = 1e-4
 N_DECOMPOSE, N_EVALUATE, TRAIN_STEPS = 32, 32, 20

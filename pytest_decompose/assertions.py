@@ -114,39 +114,32 @@ def assert_decomposable(
         from .engine import Engine
 
         engine = Engine()
-    plan = saved.holdout(
+    made: list[Any] = []  # the decomposition, for the baseline's digest of its supports
+
+    def decomposer(*args: Any, **settings: Any) -> Any:
+        made.append(engine.decompose(*args, announce=announce, **settings))
+        return made[-1]
+
+    announce = state.announce if state is not None else None
+    split = {
+        "labels": labels,
+        "calibration": calibration,
+        "calibration_labels": calibration_labels,
+        "evaluation_fraction": evaluation_fraction,
+        "same_samples": same_samples,
+    }
+    # the engine's one flow: split, decompose (through the session's cache), certify
+    report = saved.check(
         model,
         data,
-        labels,
-        calibration=calibration,
-        calibration_labels=calibration_labels,
-        evaluation_fraction=evaluation_fraction,
-        same_samples=same_samples,
-        seed=engine.seed,
-        device=engine.device,
-    )
-    announce = state.announce if state is not None else None
-    decomposition = engine.decompose(
-        model,
-        plan.decompose_data,
+        contract=contract,
+        decomposer=decomposer,
+        **split,
         method=method,
         sparsity=sparsity,
-        labels=plan.decompose_labels,
-        keep=plan.decompose_keep,
-        contract=contract,
-        announce=announce,
-        **kwargs,
+        **{**engine.options, **kwargs},  # a seed or device given here wins over the session's
     )
-    report = saved.evaluate(
-        model,
-        decomposition,
-        data,
-        contract,
-        labels,
-        device=engine.device,
-        keep=plan.evaluate_keep,
-        split=plan.split,
-    )
+    decomposition = made[-1]
     regressions: list[str] = []
     slot = state.baseline if state is not None else None
     if state is not None:

@@ -54,6 +54,11 @@ class Engine:
     #: seconds and estimate of the last decompose call (``cached`` when read from the cache)
     last_timing: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The session's seed and device, as :func:`saved.check` takes them."""
+        return {"seed": self.seed, "device": self.device}
+
     def cache_key(
         self,
         model: nn.Module,
@@ -114,7 +119,8 @@ class Engine:
         settings = {
             k: _digest_of(v) if isinstance(v, torch.Tensor) else v
             for k, v in kwargs.items()
-            if k not in ("progress", "labels", "device", "contract")
+            # the reference logits are the model's on the data: both are in the key already
+            if k not in ("progress", "labels", "device", "contract", "reference")
         }
         if contract is not None:  # only what the masks depend on: one decomposition serves
             settings["contract"] = contract.shaping_masks(kwargs.get("sparsity"))  # every contract

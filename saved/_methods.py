@@ -146,26 +146,26 @@ def make_masks(
     )
     rates: float | list[float] = config.sparsity
     if adaptive is not None:
+        rows = _held_out_rows(len(calibration), n_data, run.validation_rows)
         rates = adaptive_sparsity(
             model,
             space,
             components,
             run.logits,
-            _held_out_samples(calibration, n_data, run.validation_rows),
+            calibration.select(rows),
             adaptive,
             allocation=config.allocation,
             device=device,
+            reference=reference[rows] if reference is not None else None,
         )
     masks = space.binarise(run.logits, rates, config.allocation)
     return Masks(masks, rates, run.logits, run.summary())
 
 
-def _held_out_samples(calibration: Inputs, n_data: int, rows: Tensor | None) -> Inputs:
+def _held_out_rows(n_calibration: int, n_data: int, rows: Tensor | None) -> Tensor:
     """The data samples among the calibration rows mask learning held out (all calibration
     data samples when it held none out: fixed steps)."""
     if rows is not None:
         real = rows[rows < n_data]
-        if real.numel() >= 10:
-            return calibration.select(real)
-        return calibration.select(rows)
-    return calibration.select(torch.arange(min(n_data, len(calibration))))
+        return real if real.numel() >= 10 else rows
+    return torch.arange(min(n_data, n_calibration))

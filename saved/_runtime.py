@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from .inputs import DEFAULT_BATCH_SIZE, Batch, Inputs, _batch_len, _describe, match_dtype
 
 __all__ = [
+    "Reference",
     "available_memory",
     "forward_logits",
     "frozen_eval",
@@ -25,6 +27,25 @@ __all__ = [
     "predict_logits",
     "resolve_device",
 ]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference model's logits of some samples (``[n, C]``, in their order) and the seconds
+    per sample they took: computed once (by :func:`saved.holdout`) and handed to every later
+    step, so that no step runs the model on a sample again, and the time estimate still knows
+    what a forward costs."""
+
+    logits: Tensor
+    seconds_per_sample: float
+
+    def select(self, keep: Tensor | None) -> Reference:
+        """The rows where the boolean ``keep`` is true (all rows when ``None``)."""
+        if keep is None:
+            return self
+        if keep.shape != (len(self.logits),) or keep.dtype != torch.bool:
+            raise ValueError(f"keep: expected a boolean mask over the {len(self.logits)} rows")
+        return Reference(self.logits[keep], self.seconds_per_sample)
 
 
 def logits_of(output: Any) -> Tensor:

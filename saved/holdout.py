@@ -15,6 +15,7 @@ one data set (:func:`saved.check`, ``assert_decomposable``, ``saved check``) spl
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._hashing import inputs_digest
-from ._runtime import on_device, predict_logits, resolve_device
+from ._runtime import Reference, on_device, predict_logits, resolve_device
 from ._validation import check_in
 from .inputs import DEFAULT_BATCH_SIZE, as_inputs, iter_inputs
 from .report import SampleSplit
@@ -50,6 +51,9 @@ class Holdout:
     ``decompose_data`` / ``decompose_labels`` go to :func:`saved.decompose` with
     ``keep=decompose_keep``; the data goes to :func:`saved.evaluate` with
     ``keep=evaluate_keep`` and ``split=split``. A ``None`` mask means every sample.
+    ``reference``: the reference logits of every sample of the data, when the split computed
+    them (``"held-out"``); :func:`saved.check` hands each part its rows, so that no sample goes
+    through the model twice.
     """
 
     decompose_data: Any
@@ -57,6 +61,7 @@ class Holdout:
     decompose_keep: Tensor | None
     evaluate_keep: Tensor | None
     split: SampleSplit
+    reference: Reference | None = None
 
 
 def stratified_split(predictions: Tensor, evaluation_fraction: float, seed: int) -> Tensor:
@@ -140,13 +145,15 @@ def holdout(
         return Holdout(calibration, calibration_labels, None, None, split)
     run_on = resolve_device(model, device)
     runner = on_device(model, run_on)
-    predictions = torch.cat(
+    started = time.perf_counter()
+    logits = torch.cat(
         [
-            predict_logits(runner, chunk, device=run_on, batch_size=batch_size).argmax(1)
+            predict_logits(runner, chunk, device=run_on, batch_size=batch_size)
             for chunk in iter_inputs(data, labels)
         ]
     )
-    evaluation = stratified_split(predictions, fraction, seed)
+    reference = Reference(logits, (time.perf_counter() - started) / len(logits))
+    evaluation = stratified_split(logits.argmax(1), fraction, seed)
     decomposition = ~evaluation
     split = SampleSplit(
         "held-out",
@@ -154,7 +161,7 @@ def holdout(
         int(evaluation.sum()),
         disjoint=not bool((decomposition & evaluation).any()),
     )
-    return Holdout(data, labels, decomposition, evaluation, split)
+    return Holdout(data, labels, decomposition, evaluation, split, reference)
 
 
 def _count(data: Any, labels: Any) -> int:

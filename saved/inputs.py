@@ -47,6 +47,7 @@ __all__ = [
     "model_dtype",
     "repeat_batch",
     "sample_inputs",
+    "sample_with_positions",
     "trim_padding",
 ]
 
@@ -349,6 +350,20 @@ def sample_inputs(
     ``max_samples`` plus one chunk. ``keep``: only the samples where this boolean mask over
     the positions is true.
     """
+    return sample_with_positions(data, labels, max_samples=max_samples, seed=seed, keep=keep)[0]
+
+
+def sample_with_positions(
+    data: Any,
+    labels: Any = None,
+    *,
+    max_samples: int,
+    seed: int = 0,
+    keep: Tensor | None = None,
+) -> tuple[Inputs, Tensor, int]:
+    """:func:`sample_inputs`, with where the chosen samples stood: ``(inputs, positions,
+    total)``, ``positions`` indexing the ``total`` samples ``keep`` selects (all of them
+    without ``keep``), so that rows computed on those samples earlier can be picked out."""
     _check_batch_size(max_samples)
     generator = torch.Generator().manual_seed(seed)
     if not isinstance(data, DataLoader):
@@ -357,10 +372,12 @@ def sample_inputs(
             if keep.shape != (len(inputs),) or keep.dtype != torch.bool:
                 raise ValueError(f"keep: expected a boolean mask over the {len(inputs)} samples")
             inputs = inputs.select(torch.nonzero(keep).flatten())
-        if len(inputs) <= max_samples:
-            return inputs
-        keys = torch.rand(len(inputs), generator=generator)
-        return inputs.select(keys.topk(max_samples, largest=False).indices.sort().values)
+        total = len(inputs)
+        if total <= max_samples:
+            return inputs, torch.arange(total), total
+        keys = torch.rand(total, generator=generator)
+        chosen = keys.topk(max_samples, largest=False).indices.sort().values
+        return inputs.select(chosen), chosen, total
     kept: Inputs | None = None
     kept_keys, kept_order = torch.empty(0), torch.empty(0, dtype=torch.long)
     offset = 0
@@ -376,7 +393,7 @@ def sample_inputs(
             pool, keys, order = pool.select(chosen), keys[chosen], order[chosen]
         kept, kept_keys, kept_order = pool, keys, order
     assert kept is not None  # iter_inputs raises on empty data
-    return kept
+    return kept, kept_order, offset
 
 
 def as_inputs(data: Any, labels: Any = None) -> Inputs:

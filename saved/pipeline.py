@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ._hashing import InputsHasher, inputs_digest
 from ._methods import METHODS, Method, make_masks, merged_config, method_spec
 from ._rows import GrowingRows
-from ._runtime import on_device, predict_logits, resolve_device
+from ._runtime import Reference, on_device, predict_logits, resolve_device
 from .boundary import (
     BoundaryConfig,
     BoundarySet,
@@ -39,7 +39,7 @@ from .inputs import (
     Inputs,
     iter_inputs,
     match_dtype,
-    sample_inputs,
+    sample_with_positions,
 )
 from .masking.lbmask import LBMaskConfig
 from .masking.trainer import auto_chunk
@@ -97,6 +97,7 @@ def decompose(
     time_budget: float | None = None,
     on_estimate: Callable[[Estimate], None] | None = None,
     distributed: bool | None = None,
+    reference: Reference | None = None,
 ) -> Decomposition:
     """Split ``model`` into class-wise components (SAVED Phases 1-3).
 
@@ -138,6 +139,9 @@ def decompose(
             initialised, ``True`` also initialises one from torchrun's environment, ``False``
             never. Every rank must hold the same model and data, and gets the same
             decomposition, bit for bit equal to a single process's.
+        reference: the model's logits of the samples of ``data`` (those ``keep`` selects,
+            before the ``max_samples`` sample is drawn), already computed (by
+            :func:`saved.holdout`); computed here when omitted.
     """
     chosen = method_spec(method)
     config = merged_config(lbmask, sparsity, alpha)
@@ -149,24 +153,32 @@ def decompose(
     if adaptive and chosen.masks is not None:
         raise ValueError(f"sparsity: 'auto' needs learned masks (lbmask), not {method!r}")
     contract = contract or Contract()
-    inputs = match_dtype(
-        sample_inputs(data, labels, max_samples=max_samples, seed=seed, keep=keep), model
+    sampled, positions, total = sample_with_positions(
+        data, labels, max_samples=max_samples, seed=seed, keep=keep
     )
+    inputs = match_dtype(sampled, model)
     ranks, run_on = ranks_for(distributed, resolve_device(model, device))
     if ranks is not None:
         ranks.check_same(model, inputs_digest(inputs))
         progress = progress and ranks.leader
     started = time.perf_counter()
-    reference = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
-    per_sample = (time.perf_counter() - started) / len(inputs)
+    if reference is None:
+        logits = predict_logits(model, inputs, device=run_on, batch_size=batch_size)
+        per_sample = (time.perf_counter() - started) / len(inputs)
+    elif len(reference.logits) != total:
+        raise ValueError(
+            f"reference: {len(reference.logits)} rows of logits for the {total} samples of the data"
+        )
+    else:
+        logits, per_sample = reference.logits[positions], reference.seconds_per_sample
     labels_seen = inputs.labels
     if labels_seen is not None and (
-        int(labels_seen.min()) < 0 or int(labels_seen.max()) >= reference.shape[1]
+        int(labels_seen.min()) < 0 or int(labels_seen.max()) >= logits.shape[1]
     ):
-        raise ValueError(f"labels: class indices outside [0, {reference.shape[1]})")
-    components = ClassComponents(reference.shape[1], positive_sets, aggregator)
+        raise ValueError(f"labels: class indices outside [0, {logits.shape[1]})")
+    components = ClassComponents(logits.shape[1], positive_sets, aggregator)
     if chosen.masks is None:  # learned masks
-        _warn_little_data(len(inputs), reference.shape[1])
+        _warn_little_data(len(inputs), logits.shape[1])
     example: Batch = inputs.batch(slice(0, 2))
     space: MaskSpace = (
         WeightSpace.of(model, example)
@@ -177,7 +189,7 @@ def decompose(
     # the reference logits of the data are computed once, above; the calibration rows' are
     # those plus the boundary points' (recorded by mining), so mask learning computes none
     calibration, sources = inputs, None
-    calibration_reference: Tensor | None = reference
+    calibration_reference: Tensor | None = logits
     if mined is not None and (len(mined) and int(mined.source.max()) >= len(inputs)):
         raise ValueError(
             f"mined: its samples index {int(mined.source.max()) + 1} data rows, "
@@ -199,7 +211,7 @@ def decompose(
     estimate = _estimate()
     if estimate.masks >= PROBE_FROM and chosen.masks is None:
         seconds = probe_step(
-            model, inputs, components, space, config, device=run_on, reference=reference
+            model, inputs, components, space, config, device=run_on, reference=logits
         )
         estimate = _estimate(seconds)
     if ranks is not None:  # this rank's share of mining's batches and of the component chunks
@@ -223,14 +235,14 @@ def decompose(
             device=run_on,
             seed=seed,
             progress=progress,
-            reference=reference,
+            reference=logits,
             distributed=ranks is not None,
         )
     if chosen.calibration and mined is not None and bool(mined.refined.any()):
         calibration = calibration_set(inputs, mined, model)
         sources = calibration_sources(len(inputs), mined)
         points = mined.point_logits()
-        calibration_reference = torch.cat([reference, points]) if points is not None else None
+        calibration_reference = torch.cat([logits, points]) if points is not None else None
     if time_budget is not None:
         left = time_budget - (time.perf_counter() - started)
         budget = max(left, 1e-3) if config.time_budget is None else min(left, config.time_budget)
@@ -288,6 +300,7 @@ def evaluate(
     keep: Tensor | None = None,
     split: SampleSplit | None = None,
     distributed: bool | None = None,
+    reference: Tensor | None = None,
 ) -> ContractReport:
     """Check ``decomposition`` against ``contract`` on ``data`` (SAVED Phase 4).
 
@@ -303,6 +316,9 @@ def evaluate(
         distributed: shard the data across the ranks of torch.distributed (as in
             :func:`decompose`): each rank runs every ``world``-th chunk, and every rank
             returns the same report, equal to a single process's.
+        reference: ``[n, C]``, the model's logits of the evaluated samples (those ``keep``
+            selects), already computed (by :func:`saved.holdout`); the model then runs only
+            as the components. Computed here, chunk by chunk, when omitted.
     """
     if decomposition.model is not model:
         raise ValueError("decomposition: it was made for a different model object")
@@ -313,7 +329,7 @@ def evaluate(
     chunks = iter_inputs(data, labels, chunk_size=STREAM_BATCHES * batch_size, keep=keep)
     classes = decomposition.components.num_classes
     seen = InputsHasher()  # under ranks: that every rank read the same samples
-    batch_index = 0
+    batch_index = row = 0
     for chunk in chunks:
         # alone, the whole chunk; under ranks, its batches dealt out one by one (the same
         # batches as alone, so the same logits; a chunk each would leave ranks idle)
@@ -323,15 +339,22 @@ def evaluate(
                 references.add(torch.zeros(len(part), classes))
                 decomposed.add(torch.zeros(len(part), dtype=torch.long))
             else:
-                references.add(predict_logits(runner, part, device=run_on, batch_size=batch_size))
+                references.add(
+                    predict_logits(runner, part, device=run_on, batch_size=batch_size)
+                    if reference is None
+                    else reference[row : row + len(part)]
+                )
                 decomposed.add(
                     decomposition.predict(part, device=run_on, batch_size=batch_size, runner=runner)
                 )
             batch_index += 1
+            row += len(part)
         if ranks is not None:
             seen.update(chunk)
         if chunk.labels is not None:
             label_rows.add(chunk.labels)
+    if reference is not None and len(reference) != row:
+        raise ValueError(f"reference: {len(reference)} rows of logits for {row} evaluated samples")
     reference_logits, predictions = references.all(), decomposed.all()
     if ranks is not None:
         ranks.check_same(model, seen.hexdigest())
@@ -383,6 +406,7 @@ def check(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     distributed: bool | None = None,
+    decomposer: Callable[..., Decomposition] | None = None,
     **kwargs: Any,
 ) -> ContractReport:
     """:func:`decompose` then :func:`evaluate`, certifying on samples the decomposition never
@@ -394,8 +418,11 @@ def check(
     Algorithm 1 (labelled in the report: its bound is not valid). ``batch_size`` applies to
     every step (the split, decomposition and evaluation); ``distributed`` to both steps (the
     split runs whole on every rank); other keyword arguments go to :func:`decompose`.
+    ``decomposer`` makes the decomposition in its place, called like it (``decomposer(model,
+    data, labels=..., keep=..., contract=..., ...)``): the pytest plugin passes its cache.
     """
     contract = contract or Contract()
+    decomposer = decomposer or decompose
     plan = holdout(
         model,
         data,
@@ -408,11 +435,13 @@ def check(
         device=device,
         batch_size=batch_size,
     )
-    decomposition = decompose(
+    known = plan.reference  # the split's pass over the data: no sample runs through it again
+    decomposition = decomposer(
         model,
         plan.decompose_data,
         labels=plan.decompose_labels,
         keep=plan.decompose_keep,
+        reference=known.select(plan.decompose_keep) if known is not None else None,
         contract=contract,
         device=device,
         seed=seed,
@@ -431,4 +460,5 @@ def check(
         keep=plan.evaluate_keep,
         split=plan.split,
         distributed=distributed,
+        reference=known.select(plan.evaluate_keep).logits if known is not None else None,
     )

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ._hashing import tensor_digest
 
 __all__ = [
+    "ReferenceCounter",
     "TinyResNet",
     "digits",
     "minilm_tokenizer",
@@ -28,6 +29,34 @@ __all__ = [
     "tiny_vit",
     "train_classifier",
 ]
+
+
+class ReferenceCounter:
+    """How many times each sample of ``x`` went through ``model`` unmasked (the reference
+    model), read by a forward pre-hook (``.counts``; ``.handle.remove()`` when done). A masked
+    component pass (the masking hooks on the submodules) and a perturbed point (mining) are
+    not a sample of ``x`` going through the reference model, and are not counted."""
+
+    def __init__(self, model: nn.Module, x: Tensor) -> None:
+        self.rows = {row.numpy().tobytes(): i for i, row in enumerate(x)}
+        self.counts = torch.zeros(len(x), dtype=torch.long)
+        self.model = model
+        self.handle = model.register_forward_pre_hook(self._seen)
+
+    def _masked(self) -> bool:  # torch keeps hooks in these dicts
+        return any(
+            m._forward_hooks or m._forward_pre_hooks
+            for m in self.model.modules()
+            if m is not self.model
+        )
+
+    def _seen(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self._masked():
+            return
+        for row in args[0].detach().cpu():
+            index = self.rows.get(row.numpy().tobytes())
+            if index is not None:
+                self.counts[index] += 1
 
 
 def tiny_mlp(

@@ -53,6 +53,7 @@ def adaptive_sparsity(
     allocation: Allocation = "group",
     device: torch.device | str | None = None,
     batch_size: int = 256,
+    reference: Tensor | None = None,
 ) -> list[float]:
     """One sparsity per component (see the module docstring).
 
@@ -60,11 +61,13 @@ def adaptive_sparsity(
         logits: ``[K, N]`` learned mask logits (the ranking of each component's units).
         samples: held-out calibration samples (never the evaluated ones); their lowest
             ``contract.kappa`` share of reference margins is where the budget is measured.
+        reference: the unmasked model's logits of ``samples``, when already computed.
     """
     grid = _grid(contract.eta)
     k = components.num_components
     with frozen_eval(model), torch.no_grad():
-        reference = _logits(model, space, None, samples, device, batch_size)
+        if reference is None:
+            reference = _logits(model, space, None, samples, device, batch_size)
         boundary = boundary_subset(logit_margins(reference), q=contract.kappa)
         probe = samples.select(boundary)
         target = reference[boundary].argmax(1)

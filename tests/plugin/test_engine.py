@@ -230,3 +230,19 @@ def test_two_processes_writing_one_key(tmp_path) -> None:
     assert results[0]["masks"] == results[1]["masks"]
     assert len(list(cache.glob("*.safetensors"))) == 1
     _no_leftovers(cache)
+
+
+def test_a_cache_hit_runs_no_sample_through_the_model_again(digits_mlp, digits_xy, tmp_path):
+    """Through ``saved.check`` with the session's cache: the split's pass is the only one, and
+    on a hit nothing more runs the reference model (the components still run to certify)."""
+    x = digits_xy[0][:300]
+    counts = []
+    for _ in range(2):
+        engine = Engine(cache_dir=tmp_path / "cache")
+        counter = saved.testing.ReferenceCounter(digits_mlp, x)
+        try:
+            saved.check(digits_mlp, x, decomposer=engine.decompose, lbmask=FAST, progress=False)
+        finally:
+            counter.handle.remove()
+        counts.append((counter.counts.tolist(), engine.stats.trained, engine.stats.hits))
+    assert counts == [([1] * len(x), 1, 0), ([1] * len(x), 0, 1)]

@@ -239,3 +239,39 @@ def test_a_failing_dis_points_to_modular_training_and_a_failing_bound_does_not(
     assert not bound_only.semantic_holds and bound_only.next_step() is None
     lenient = dataclasses.replace(report, contract=saved.Contract(eps=1.0, gamma=1.0, eta=0.0))
     assert lenient.semantic_holds and lenient.next_step() is None
+
+
+def test_check_runs_each_sample_through_the_model_once(wide_mlp, digits_xy) -> None:
+    """The split's pass is the only one: decomposition and certification take its logits.
+    The three calls by hand (split, decompose, evaluate) run every sample twice and give the
+    same report."""
+    x, _ = digits_xy
+    x = x[:500]
+    config = LBMaskConfig(steps=5)
+    counter = testing.ReferenceCounter(wide_mlp, x)
+    try:
+        report = saved.check(wide_mlp, x, lbmask=config, progress=False)
+        once = counter.counts.clone()
+        counter.counts.zero_()
+        plan = saved.holdout(wide_mlp, x)
+        decomposition = saved.decompose(
+            wide_mlp, x, keep=plan.decompose_keep, lbmask=config, progress=False
+        )
+        again = saved.evaluate(
+            wide_mlp, decomposition, x, keep=plan.evaluate_keep, split=plan.split
+        )
+    finally:
+        counter.handle.remove()
+    assert once.tolist() == [1] * len(x)
+    assert counter.counts.tolist() == [2] * len(x)
+    mine, theirs = report.to_dict(), again.to_dict()
+    for record in (mine, theirs):
+        record["training"].pop("seconds")
+    assert mine == theirs
+
+
+def test_reference_logits_of_the_wrong_length_are_refused(wide_mlp, digits_xy) -> None:
+    x, _ = digits_xy
+    decomposition = saved.decompose(wide_mlp, x[:200], method="random", progress=False)
+    with pytest.raises(ValueError, match="reference: 199 rows of logits for 200 evaluated"):
+        saved.evaluate(wide_mlp, decomposition, x[:200], reference=torch.zeros(199, 10))
