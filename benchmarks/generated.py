@@ -51,6 +51,41 @@ def commit() -> str:
     return (head or "unknown") + ("+changes" if changed else "")
 
 
+def today() -> str:
+    """The date and time a run is stamped with (UTC)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def provenance(results: dict[str, Any]) -> str:
+    """Which code made a document and when: the commit and date its run stamped
+    (:func:`finish`). A run older than the stamps says so, with the commit that added its
+    JSON to the repository (``committed_in``, recorded afterwards from the history)."""
+    added = results.get("committed_in")
+    when = results.get("date") or (
+        f"{added['date']} (the day its JSON was committed)" if added else "a date not recorded"
+    )
+    if results.get("commit"):
+        return f"Code: commit {results['commit']}, run on {when}."
+    if added:
+        return (
+            f"Code: not stamped by the run, which predates the stamp; its JSON was added in "
+            f"commit {added['commit']} on {added['date']} (recorded afterwards from the history)."
+        )
+    return "Code: commit not recorded."
+
+
+#: Every generated document and the script (in ``benchmarks/``) whose ``render(results)``
+#: rebuilds its markdown from the JSON kept beside it: one list for the render-compare test.
+DOCUMENTS = {
+    "RESULTS": "paper_tables",
+    "STUDY": "lbmask_study",
+    "SWEEP": "sparsity_sweep",
+    "BUDGET": "lbmask_budget",
+    "COVERAGE": "coverage",
+    "CONTROL": "positive_control",
+}
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -206,6 +241,7 @@ def finish(
         under_load=args.under_load,
         seconds=time.perf_counter() - started,
         commit=commit(),
+        date=today(),
     )
     write_document(out, results, markdown)
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from generated import kept_note, log, study_main
+from generated import kept_note, log, provenance, study_main
 from lbmask_study import Bench, build_bench, cached, measure, select
 from models import head, load_split
 
@@ -220,6 +220,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
+        f"{provenance(results)} "
         f"Machine: {results['machine']}. Sparsity {SPARSITY}, the library's LBMask settings "
         "(objective, allocation, sample weighting) with a fixed number of steps; `Dis` is the "
         "boundary disagreement on the held-out boundary subset B of docs/STUDY.md (the q = 0.2 "

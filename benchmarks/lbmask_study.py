@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import code_digest, kept_note, log, study_main
+from generated import code_digest, kept_note, log, provenance, study_main
 from models import cache_dir, head, load_split, trained
 from torch import nn
 
@@ -601,7 +601,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
-        f"Code: commit {results.get('commit', 'not recorded')}. "
+        f"{provenance(results)} "
         f"Machine: {results['machine']}. Sparsity {SPARSITY}, boundary quantile q = 0.2, "
         f"allocation `{ALLOCATION}` unless the table says otherwise. Masks "
         "are always learned on one split and measured on a disjoint held-out split (below); "

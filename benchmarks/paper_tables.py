@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import code_digest, commit, log
+from generated import code_digest, commit, log, provenance, today
 from models import (
     RECIPES,
     _atomic_write,
@@ -535,6 +535,12 @@ def separation_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render(results: dict[str, Any]) -> str:
+    """The document from its JSON alone (``--render``; the render-compare test)."""
+    results = {**results, "findings": findings(results)}
+    return markdown(results, results["command"], Settings(**results["settings"]))
+
+
 def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
     c = settings.contract
     lines = [
@@ -544,8 +550,7 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
         "",
         f"    {command}",
         "",
-        f"Code: commit {results.get('commit', 'not recorded')}; run started "
-        f"{results.get('started', 'at a time not recorded')}, took {_duration(results['seconds'])}"
+        f"{provenance(results)} The run took {_duration(results['seconds'])}"
         " (models trained beforehand; their training times are in the models table).",
         "",
         f"Machine: {results['machine']}. Contract: eps = {c.eps}, kappa (boundary quantile q) = "
@@ -819,11 +824,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.render:
-        results = json.loads(args.render.read_text())
-        results["findings"] = findings(results)
-        settings = Settings(**results["settings"])
         out = args.out or args.render.with_suffix(".md")
-        out.write_text(markdown(results, results["command"], settings))
+        out.write_text(render(json.loads(args.render.read_text())))
         log(f"rendered {out} from {args.render}")
         return
     tables = {t.strip() for t in args.only.split(",") if t.strip()}
@@ -843,7 +845,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": command,
         "commit": commit(),
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": today(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, CPU",
         "settings": {k: v for k, v in vars(settings).items() if k != "contract"},

@@ -17,7 +17,6 @@ The last line printed is the JSON of the rows.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shlex
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import commit, log
+from generated import commit, log, provenance, today, write_document
 from models import head, load_split
 
 import saved
@@ -90,7 +89,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
-        f"Code: commit {results['commit']}. Machine: {results['machine']}. Whole run "
+        f"{provenance(results)} Machine: {results['machine']}. Whole run "
         f"{results['seconds']:.0f} s. A residual CNN (width 64, 128 units) trained on 20,000 "
         "Fashion-MNIST images (600 Adam steps of 128, seed 0) with cross-entropy plus `weight` "
         "x `saved.ModularityPenalty`; decomposed with the library's defaults (LBMask, s = 0.5) "
@@ -141,14 +140,12 @@ def main() -> None:
             [".venv/bin/python", "benchmarks/positive_control.py", *sys.argv[1:]]
         ),
         "commit": commit(),
+        "date": today(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}, CPU",
         "seconds": time.perf_counter() - started,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(results))
-    log(f"wrote {args.out}")
-    print(json.dumps(results))
+    write_document(args.out, results, markdown)
 
 
 if __name__ == "__main__":

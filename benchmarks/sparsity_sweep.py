@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from generated import chosen_models, log, render_only, write_document
+from generated import chosen_models, log, provenance, render_only, write_document
 from models import cache_dir
 from paper_tables import Bench, Settings
 
@@ -279,6 +279,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
+        f"{provenance(results)} "
         f"Machine: {results['machine']}. Contract: eps = {contract['eps']}, boundary quantile "
         f"q = {contract['kappa']}, gamma = {contract['gamma']}, eta = {contract['eta']}, "
         f"delta = {contract['delta']}. Data as in docs/RESULTS.md: masks learned on "

@@ -4,11 +4,13 @@ machines here are shared and noisy)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -535,3 +537,28 @@ def test_scale_smoke(tmp_path: Path, cache: Path, run_script: RunScript) -> None
     for ranks, seconds in spent["learning_s_by_ranks"].items():
         share = -(-chunks // int(ranks)) / chunks
         assert seconds == pytest.approx(step * steps * share, abs=0.051)
+
+
+def _generated() -> Any:
+    spec = importlib.util.spec_from_file_location("generated", ROOT / "benchmarks" / "generated.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("document", sorted(_generated().DOCUMENTS))
+def test_each_committed_document_is_its_json_rendered(
+    document: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/<DOC>.md is exactly what its script renders from docs/<DOC>.json (no figure edited
+    by hand, none left from an older run), and it names the code that made it."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    generated = importlib.import_module("generated")
+    script = importlib.import_module(generated.DOCUMENTS[document])
+    results = json.loads((ROOT / "docs" / f"{document}.json").read_text())
+    render = getattr(script, "render", script.markdown)
+    committed = (ROOT / "docs" / f"{document}.md").read_text()
+    assert render(results) == committed
+    assert results.get("commit") or results.get("committed_in")
+    assert generated.provenance(results) in committed
