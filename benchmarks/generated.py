@@ -5,6 +5,7 @@ computing nothing), ``--only`` (a subset of the models) and writing the document
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import platform
@@ -33,9 +34,12 @@ def code_digest(*scripts: str) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def commit() -> str:
     """The commit this run's code is (``git rev-parse``), ``+changes`` when the working tree
-    differs from it: a generated document names the code that made it."""
+    differs from it: a generated document names the code that made it. Taken once, when a run
+    starts (:func:`study_main` asks first): edits made while a long run works do not change
+    the code it imported."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -271,6 +275,7 @@ def study_main(
         return
     names = chosen_models(parser, args.only, choices)
     torch.manual_seed(0)
+    commit()  # the code as the run starts
     started = time.perf_counter()
     if part_choices:
         chosen = chosen_models(parser, args.parts, part_choices, "--parts")

@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "CONTROL.md")
     args = parser.parse_args()
     torch.manual_seed(0)
+    commit()  # the code as the run starts
     started = time.perf_counter()
     rows = [control(weight, args.smoke) for weight in WEIGHTS]
     results = {
