@@ -281,7 +281,7 @@ def run(bench: Bench, config: LBMaskConfig, seed: int, checkpoints: tuple[int, .
         "curve": curve,
         "seconds": round(seconds, 1),
         "per_step_s": round(seconds / max(outcome.steps_run, 1), 3),
-        "run": outcome.summary(),
+        "run": outcome.summary().to_dict(),
     }
     last = curve[-1]
     log(

@@ -328,8 +328,8 @@ class Bench:
             "evaluate_s": round(evaluate_seconds, 1),
             "mining_s": round(self.mining_seconds.get(protocol, 0.0), 1),  # the shared run's
             # per block: mean and max overlap, kept shares (saved.profile; structured only)
-            "blocks": report.extra.get("blocks"),
-            "separation": report.extra.get("separation"),
+            "blocks": report.to_dict()["blocks"] or None,
+            "separation": report.to_dict()["separation"],
             "margin_profile": report.to_dict()["margin_profile"],
         }
         log(

@@ -104,7 +104,7 @@ class Sweep:
             seed=0,
             sources=calibration_sources(len(inputs), bench.mined("held-out")),
         )
-        return run.logits, space, {"sparsity": sparsity, **run.summary()}
+        return run.logits, space, {"sparsity": sparsity, **run.summary().to_dict()}
 
     def masked(self, space: UnitSpace, masks: torch.Tensor) -> torch.Tensor:
         decomposition = Decomposition(self.bench.model, space, self.components, masks)

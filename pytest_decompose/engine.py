@@ -161,11 +161,10 @@ class Engine:
 
 
 def _judged_by(decomposition: saved.Decomposition, contract: Any) -> saved.Decomposition:
-    """The decomposition recording the caller's contract (a cached one was stored with the
-    contract of the call that computed it; :func:`saved.evaluate` defaults to the recorded one)."""
-    if contract is not None:
-        decomposition.metadata["contract"] = contract.to_dict()
-    return decomposition
+    """The decomposition recording the caller's contract, as a copy (a cached one was stored
+    with the contract of the call that computed it; :func:`saved.evaluate` defaults to the
+    recorded one)."""
+    return decomposition if contract is None else decomposition.judged_by(contract)
 
 
 def _digest_of(tensor: torch.Tensor) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,7 @@ from .inputs import Inputs
 from .masking.adaptive import adaptive_sparsity
 from .masking.lbmask import LBMaskConfig, train_masks
 from .masking.space import MaskSpace
+from .report import Training
 
 __all__ = ["METHODS", "Masks", "Method", "MethodSpec", "make_masks", "merged_config", "method_spec"]
 
@@ -98,7 +99,7 @@ class Masks:
     masks: Tensor
     rates: float | list[float]
     ranking: Tensor | None
-    training: dict[str, Any]
+    training: Training | None
 
 
 def make_masks(
@@ -130,7 +131,7 @@ def make_masks(
         context = MaskContext(model, calibration, components, device, batch_size)
         k = components.num_components
         scored = chosen.masks(space, k, config.sparsity, seed=seed, context=context)
-        return Masks(scored, config.sparsity, None, {})
+        return Masks(scored, config.sparsity, None, None)
     run = train_masks(
         model,
         calibration,

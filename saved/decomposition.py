@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ._hashing import model_digest, tensor_digest
 from ._runtime import forward_logits, frozen_eval, model_device, on_device, resolve_device
 from ._validation import check_in
+from .bounds import Contract
 from .components import ClassComponents
 from .inputs import (
     DEFAULT_BATCH_SIZE,
@@ -75,6 +76,11 @@ class Decomposition:
             raise ValueError(
                 f"ranking: expected [K={k}, N={n}] mask logits, got {tuple(self.ranking.shape)}"
             )
+
+    def judged_by(self, contract: Contract) -> Decomposition:
+        """A copy recording ``contract`` (the thresholds :func:`saved.evaluate` applies when
+        given none); this decomposition, perhaps a cached record, is left as it is."""
+        return dataclasses.replace(self, metadata={**self.metadata, "contract": contract.to_dict()})
 
     def at_sparsity(self, sparsity: float | Sequence[float]) -> Decomposition:
         """The same learned ranking binarised at another ``sparsity`` (one value, or one per

@@ -22,7 +22,14 @@ from .contract import (
     per_class_upper_bounds,
     upper_bound,
 )
-from .report import ClassRow, ContractReport, Counterexample, MarginBin, SampleSplit
+from .report import (
+    ClassRow,
+    ContractReport,
+    Counterexample,
+    MarginBin,
+    SampleSplit,
+    Training,
+)
 
 __all__ = ["assess"]
 
@@ -37,7 +44,7 @@ def assess(
     unit_weights: Tensor | None = None,
     method: str = "unknown",
     split: SampleSplit | None = None,
-    training: dict[str, Any] | None = None,
+    training: Training | dict[str, Any] | None = None,
 ) -> ContractReport:
     """Check every axis of ``contract`` from the reference logits and decomposed predictions.
 
@@ -124,6 +131,6 @@ def assess(
         n_counterexamples=int(wrong.numel()),
         split=split,
         extra={"margin_histogram": histogram},
-        training=dict(training) if training else None,
+        training=Training.from_dict(training) if isinstance(training, dict) else training,
         margin_profile=profile,
     )

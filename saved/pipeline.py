@@ -278,8 +278,8 @@ def decompose(
             "boundary": dataclasses.asdict(boundary or BoundaryConfig()),
         },
     }
-    if made.training:
-        metadata["training"] = made.training
+    if made.training is not None:
+        metadata["training"] = made.training.to_dict()
     if ranks is not None:
         metadata["distributed"] = ranks.summary()
         metadata = ranks.from_leader(metadata)  # rank 0's clock: the same record everywhere
@@ -377,13 +377,7 @@ def evaluate(
     if not isinstance(space, UnitSpace):
         return report
     rows = block_profile(space, decomposition.supports, model)
-    parted = separation(rows)
-    extra = {
-        **report.extra,
-        "blocks": [row.to_dict() for row in rows],
-        "separation": parted.to_dict() if parted is not None else None,
-    }
-    return dataclasses.replace(report, extra=extra)
+    return dataclasses.replace(report, blocks=rows, separation=separation(rows))
 
 
 def _batches_of(chunk: Inputs, batch_size: int) -> Iterator[Inputs]:

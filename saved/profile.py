@@ -21,31 +21,14 @@ decomposition that separates shows lower overlap from some depth on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from .contract import jaccard_overlap, max_pairwise_overlap
 from .masking.units import UnitSpace
+from .report.model import BlockRow, Separation
 
 __all__ = ["BlockRow", "Separation", "block_of", "block_profile", "separation"]
-
-
-@dataclass(frozen=True)
-class BlockRow:
-    """One block: its units, each component's kept share of their parameters, and the largest
-    and the mean pairwise Jaccard overlap of the components' supports within it."""
-
-    block: str
-    units: int
-    kept: list[float]
-    max_overlap: float
-    mean_overlap: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def block_of(name: str) -> str:
@@ -98,24 +81,6 @@ def block_profile(
     if model is not None:
         rows.sort(key=lambda row: first[row.block])
     return rows
-
-
-@dataclass(frozen=True)
-class Separation:
-    """Where the supports part ways: the block whose mean overlap drops most below the one
-    before it (``before`` and ``after`` are the two blocks' mean overlaps)."""
-
-    block: str
-    depth: int  # the block's position in depth order, from 0
-    before: float
-    after: float
-
-    @property
-    def drop(self) -> float:
-        return self.before - self.after
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "drop": self.drop}
 
 
 def separation(rows: list[BlockRow]) -> Separation | None:

@@ -42,6 +42,7 @@ from .._progress import progress_bar
 from ..components import ClassComponents
 from ..distributed import Ranks
 from ..inputs import Inputs
+from ..report.model import StopReason, Training
 from .config import LBMaskConfig
 from .space import MaskSpace
 from .trainer import ACTIVATION_BUDGET as ACTIVATION_BUDGET  # still importable from here
@@ -65,18 +66,13 @@ class MaskRun:
     logits: Tensor
     steps_run: int
     best_step: int
-    stopped: str
+    stopped: StopReason
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     validation_rows: Tensor | None = None  # calibration rows held out (``"auto"`` steps)
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "steps_run": self.steps_run,
-            "best_step": self.best_step,
-            "stopped": self.stopped,
-            "seconds": round(self.seconds, 2),
-        }
+    def summary(self) -> Training:
+        return Training(self.steps_run, self.best_step, self.stopped, round(self.seconds, 2))
 
 
 def train_masks(
@@ -123,7 +119,8 @@ def train_masks(
     auto = trainer.validation_rows is not None
     progress = progress and (ranks is None or ranks.leader)
     best_loss, best_step, best_logits = math.inf, 0, trainer.logits.detach().clone()
-    stale, stopped, history = 0, "steps" if config.steps != "auto" else "max_steps", []
+    stopped: StopReason = "steps" if config.steps != "auto" else "max_steps"
+    stale, history = 0, []
     started = time.perf_counter()
     step = 0
     with trainer, progress_bar("Learning masks", config.step_limit, progress) as advance:

@@ -5,21 +5,29 @@ measured value, threshold and verdict, its text and its JSON form) and its two r
 from .html import html_page
 from .model import (
     REPORT_VERSION,
+    BlockRow,
     ClassRow,
     ContractReport,
     Counterexample,
     MarginBin,
     SampleSplit,
+    Separation,
+    StopReason,
+    Training,
 )
 from .rich import render_report
 
 __all__ = [
     "REPORT_VERSION",
+    "BlockRow",
     "ClassRow",
     "ContractReport",
     "Counterexample",
     "MarginBin",
     "SampleSplit",
+    "Separation",
+    "StopReason",
+    "Training",
     "html_page",
     "render_report",
 ]

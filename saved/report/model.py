@@ -9,18 +9,30 @@ assertion, the terminal summary and both renderings.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
 
 from ..bounds import Bound, Contract, plan_samples, upper_bound
 
-__all__ = ["ClassRow", "ContractReport", "Counterexample", "MarginBin", "SampleSplit"]
+__all__ = [
+    "BlockRow",
+    "ClassRow",
+    "ContractReport",
+    "Counterexample",
+    "MarginBin",
+    "SampleSplit",
+    "Separation",
+    "StopReason",
+    "Training",
+]
 
 #: 2 added the binomial bound, per-class upper bounds and the sample split; 3 how mask
 #: learning ended (``training``); 4 the disagreement by margin decile (``margin_profile``).
 #: Versions 2 and 3 are still read (without what came later).
-REPORT_VERSION = 4
-_READABLE_VERSIONS = (2, 3, 4)
+#: 5 the per-block profile and the separation depth as fields of their own (``blocks``,
+#: ``separation``; before, under ``extra``).
+REPORT_VERSION = 5
+_READABLE_VERSIONS = (2, 3, 4, 5)
 
 _SPLIT_TEXT = {
     "held-out": "certified on held-out samples the decomposition never saw",
@@ -92,6 +104,67 @@ class MarginBin:
         return self.n_disagreements / self.n_samples
 
 
+#: Why mask learning ended: the fixed step count, no held-out improvement for ``patience``
+#: measurements, the step cap, or the time budget.
+StopReason = Literal["steps", "converged", "max_steps", "time_budget"]
+
+
+@dataclass(frozen=True)
+class Training:
+    """How mask learning ended (LBMask; scored methods learn nothing and have none)."""
+
+    steps_run: int
+    best_step: int
+    stopped: StopReason
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Training:
+        return cls(values["steps_run"], values["best_step"], values["stopped"], values["seconds"])
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """One block of a structured decomposition (:func:`saved.profile.block_profile`): its
+    units, each component's kept share of their parameters, and the largest and the mean
+    pairwise Jaccard overlap of the components' supports within it."""
+
+    block: str
+    units: int
+    kept: list[float]
+    max_overlap: float
+    mean_overlap: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Where the supports part ways (:func:`saved.profile.separation`): the block whose mean
+    overlap drops most below the one before it (``before`` and ``after`` are the two blocks'
+    mean overlaps)."""
+
+    block: str
+    depth: int  # the block's position in depth order, from 0
+    before: float
+    after: float
+
+    @property
+    def drop(self) -> float:
+        return self.before - self.after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drop": self.drop}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Separation:
+        return cls(values["block"], values["depth"], values["before"], values["after"])
+
+
 @dataclass(frozen=True)
 class ContractReport:
     """The outcome of checking one decomposition against a :class:`Contract`.
@@ -121,11 +194,17 @@ class ContractReport:
     extra: dict[str, Any] = field(default_factory=dict)
     #: how mask learning ended (LBMask): ``steps_run``, ``best_step``, ``stopped`` ("steps",
     #: "converged", "max_steps" or "time_budget") and ``seconds``; None for scored methods
-    training: dict[str, Any] | None = None
+    training: Training | None = None
     #: disagreement in each margin decile of all evaluated samples, lowest margins first:
     #: whether a decomposition fails only on near-ties or everywhere (empty in reports older
     #: than version 4)
     margin_profile: list[MarginBin] = field(default_factory=list)
+    #: structured decompositions: per block, the components' kept shares and the supports'
+    #: overlaps, in depth order (empty for per-weight masks and in reports before version 5
+    #: that lacked them)
+    blocks: list[BlockRow] = field(default_factory=list)
+    #: the block where the supports part ways (None: fewer than two blocks, or no drop)
+    separation: Separation | None = None
 
     # ------------------------------------------------------------------ derived verdicts
 
@@ -189,20 +268,22 @@ class ContractReport:
         """Mask learning was cut by its budget (``max_steps`` or ``time_budget``) while its
         held-out objective was still improving (the last measurement was the best): a longer
         run may lower Dis, so a semantic failure is the budget's as much as the model's."""
-        training = self.training or {}
-        return training.get("stopped") in ("max_steps", "time_budget") and training.get(
-            "best_step"
-        ) == training.get("steps_run")
+        training = self.training
+        return (
+            training is not None
+            and training.stopped in ("max_steps", "time_budget")
+            and training.best_step == training.steps_run
+        )
 
     def training_note(self) -> str | None:
         """One line on how mask learning ended, with advice when it was cut while still
         improving; None for methods that learn nothing."""
         training = self.training
-        if not training:
+        if training is None:
             return None
         note = (
-            f"mask learning: {training.get('steps_run')} steps, best at "
-            f"{training.get('best_step')}, stopped ({training.get('stopped')})"
+            f"mask learning: {training.steps_run} steps, best at {training.best_step}, "
+            f"stopped ({training.stopped})"
         )
         if self.budget_limited:
             note += (
@@ -362,6 +443,12 @@ class ContractReport:
                 value = [{**vars(b), "disagreement": b.disagreement} for b in value]
             elif f.name == "split" and value is not None:
                 value = vars(value).copy()
+            elif f.name == "training" and value is not None:
+                value = value.to_dict()
+            elif f.name == "blocks":
+                value = [row.to_dict() for row in value]
+            elif f.name == "separation" and value is not None:
+                value = value.to_dict()
             data[f.name] = value
         data["verdicts"] = {
             "bound": self.contract.bound,
@@ -394,6 +481,16 @@ class ContractReport:
         ]
         if values.get("split") is not None:
             values["split"] = SampleSplit(**values["split"])
+        if data["version"] < 5:  # the profile lived under "extra" then
+            extra = dict(values.get("extra", {}))
+            values["blocks"] = extra.pop("blocks", None) or []
+            values["separation"] = extra.pop("separation", None)
+            values["extra"] = extra
+        values["blocks"] = [BlockRow(**row) for row in values.get("blocks", [])]
+        if values.get("training") is not None:
+            values["training"] = Training.from_dict(values["training"])
+        if values.get("separation") is not None:
+            values["separation"] = Separation.from_dict(values["separation"])
         return cls(**values)
 
     def to_json(self, **kwargs: Any) -> str:
@@ -414,10 +511,10 @@ class ContractReport:
 
     def separation_line(self) -> str:
         """Where the supports part ways (:func:`saved.profile.separation`), in one sentence."""
-        parted = self.extra.get("separation")
-        if not parted:
+        parted = self.separation
+        if parted is None:
             return "the mean overlap never drops from one block to the next"
         return (
-            f"supports part ways at {parted['block']} (depth {parted['depth']}): mean overlap "
-            f"{parted['before']:.3f} -> {parted['after']:.3f}, the largest drop between blocks"
+            f"supports part ways at {parted.block} (depth {parted.depth}): mean overlap "
+            f"{parted.before:.3f} -> {parted.after:.3f}, the largest drop between blocks"
         )

@@ -136,7 +136,7 @@ BLOCK_ROWS = 24
 def _blocks_table(report: ContractReport) -> Table | None:
     """Per block (saved.profile): the least and most a component keeps of it, and the largest
     overlap of the supports inside it; None for per-weight masks or a single block."""
-    blocks = report.extra.get("blocks") or []
+    blocks = report.blocks
     if len(blocks) < 2:
         return None
     table = Table(
@@ -147,15 +147,15 @@ def _blocks_table(report: ContractReport) -> Table | None:
     for column in (*columns, "max overlap"):
         table.add_column(column, justify="left" if column == "block" else "right")
     for row in blocks[:BLOCK_ROWS]:
-        kept = row["kept"]
+        kept = row.kept
         least = min(range(len(kept)), key=kept.__getitem__)
         table.add_row(
-            row["block"],
-            str(row["units"]),
+            row.block,
+            str(row.units),
             f"{kept[least]:.2f} ({least})",
             f"{max(kept):.2f}",
-            f"{row.get('mean_overlap', 0.0):.3f}",
-            f"{row['max_overlap']:.3f}",
+            f"{row.mean_overlap:.3f}",
+            f"{row.max_overlap:.3f}",
         )
     notes = [report.separation_line()]
     if len(blocks) > BLOCK_ROWS:

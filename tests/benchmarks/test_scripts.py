@@ -84,7 +84,7 @@ def test_paper_tables_smoke(
     )
     text = out.read_text()
     assert "--smoke --out" in text and "no number here is edited by hand" in text
-    assert f"Code: commit {result['commit']}; run started {result['started']}" in text
+    assert f"Code: commit {result['commit']}, run on {result['date']}." in text
     methods = ["lbmask a=0", "lbmask a=1", "wanda", "wanda-structured", "mi", "similarity"]
     methods.append("random")
     assert [r["method"] for r in result["rq2"]] == methods

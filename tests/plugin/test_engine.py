@@ -246,3 +246,20 @@ def test_a_cache_hit_runs_no_sample_through_the_model_again(digits_mlp, digits_x
             counter.handle.remove()
         counts.append((counter.counts.tolist(), engine.stats.trained, engine.stats.hits))
     assert counts == [([1] * len(x), 1, 0), ([1] * len(x), 0, 1)]
+
+
+def test_a_hit_records_the_callers_contract_and_leaves_the_entry_as_it_was(
+    digits_mlp, digits_xy, tmp_path
+):
+    """One entry serves every contract at a fixed sparsity; a hit hands back a copy that
+    records the caller's thresholds (what ``saved.evaluate`` applies by default)."""
+    x = digits_xy[0][:300]
+    cache = tmp_path / "cache"
+    Engine(cache_dir=cache).decompose(digits_mlp, x, lbmask=FAST, contract=saved.Contract())
+    (entry,) = cache.glob("*.safetensors")
+    engine = Engine(cache_dir=cache)
+    strict = saved.Contract(eps=0.05)
+    hit = engine.decompose(digits_mlp, x, lbmask=FAST, contract=strict)
+    assert (engine.stats.hits, engine.stats.trained) == (1, 0)
+    assert hit.metadata["contract"] == strict.to_dict()
+    assert saved.load(entry, digits_mlp).metadata["contract"] == saved.Contract().to_dict()

@@ -3,8 +3,10 @@ summary, the JSON and the HTML, and headless Chromium renders the HTML's tables 
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,44 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+#: Run in the page by Chromium: for every chart, its label, how many tick and scale texts,
+#: axis labels or scales, and legend entries it holds, and how many of its texts reach outside
+#: its box (rotated labels included: measured on the laid-out page); then the width of the
+#: narrowest test-name cell of the summary table.
+CHART_CHECK = """<script>
+const rows = [];
+document.querySelectorAll("svg.plot").forEach((svg) => {
+  const box = svg.getBoundingClientRect();
+  let outside = 0;
+  svg.querySelectorAll("text").forEach((t) => {
+    const r = t.getBoundingClientRect();
+    if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 ||
+        r.bottom > box.bottom + 1) outside += 1;
+  });
+  const count = (selector) => svg.querySelectorAll(selector).length;
+  rows.push([svg.getAttribute("aria-label"), count("text.tick, text.scale"),
+             count("text.axis-label, text.scale"), count("text.legend"), outside].join("|"));
+});
+const cells = [...document.querySelectorAll("td.name")];
+const names = cells.map((td) => td.getBoundingClientRect().width);
+rows.push("name-width|" + Math.min(...names));
+const pre = document.createElement("pre");
+pre.id = "chart-check";
+pre.textContent = rows.join("\\n");
+document.body.appendChild(pre);
+</script>"""
+
+
+def _chart_check(tmp_path: Path, page: Path) -> list[list[str]]:
+    """The rows :data:`CHART_CHECK` writes into ``page`` laid out at 1280 px by Chromium."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", CHART_CHECK + "</body>"))
+    dom = _chromium(tmp_path, "--window-size=1280,1600", "--dump-dom", probe.as_uri()).stdout
+    found = re.search(r'<pre id="chart-check">(.*?)</pre>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    return [line.split("|") for line in html.unescape(found.group(1)).splitlines()]
+
+
 def _colour_pixels(png: Path, rgb: tuple[int, int, int]) -> int:
     image = decode_png(read_file(str(png)))[:3].int()
     target = torch.tensor(rgb).view(3, 1, 1)
@@ -82,7 +122,7 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     assert dom.count('<tr class="holds">') + dom.count('<tr class="fails">') == checks
     # histogram, per-class bars, overlap heatmap; and for structured masks over several
     # blocks the kept-per-block heatmap and the overlap-by-depth plot
-    blocks = sum(len(r["report"]["extra"].get("blocks", [])) >= 2 for r in document["results"])
+    blocks = sum(len(r["report"]["blocks"]) >= 2 for r in document["results"])
     assert dom.count("<svg") == 4 * checks + 2 * blocks
     assert blocks >= 1 and dom.count('aria-label="kept share per block"') == blocks
     assert dom.count('aria-label="overlap by depth"') == blocks
@@ -91,6 +131,15 @@ def test_examples_report_renders_in_chromium(tmp_path: Path) -> None:
     # the disagreement by margin decile of every check: ten bars, each labelled with its value
     assert dom.count('aria-label="disagreement by margin decile"') == checks
     assert dom.count("<title>decile 10: margins") == checks
+
+    # every chart: ticks with values or a colour scale, labelled axes or a scale, a legend,
+    # and no text outside its box; test names keep a readable column at 1280 px
+    *charts, (_, name_width) = _chart_check(tmp_path, page)
+    assert len(charts) == 4 * checks + 2 * blocks
+    for label, ticks, axes, legend, outside in charts:
+        assert int(ticks) >= 2 and int(axes) >= 1 and int(legend) >= 1, label
+        assert int(outside) == 0, label
+    assert float(name_width) >= 200
 
     # a warm re-run learns no masks: every decomposition comes from the cache
     warm = _pytest_examples(tmp_path)

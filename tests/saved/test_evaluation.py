@@ -135,7 +135,8 @@ def test_a_failure_says_when_mask_learning_was_cut_while_still_improving(
     assert f"{training['steps_run']} steps, best at {training['best_step']}" in message
     assert ("still improving" in message) is limited
     again = ContractReport.from_json(report.to_json())
-    assert again.training == training and again.budget_limited is limited
+    assert again.training == report.training and again.budget_limited is limited
+    assert again.to_dict()["training"] == training
     console = Console(record=True, width=300)
     console.print(render_report(report))
     assert f"stopped ({training['stopped']})" in console.export_text()
@@ -156,7 +157,7 @@ def test_the_margin_profile_by_hand_in_every_form() -> None:
     ]
     assert [b.margin_low for b in profile] == pytest.approx([0.1, 0.2, 0.3, 2.0, 5.0])
     data = report.to_dict()
-    assert data["version"] == 4
+    assert data["version"] == 5
     assert [b["disagreement"] for b in data["margin_profile"]] == [1.0, 1.0, 0.0, 0.0, 0.0]
     assert ContractReport.from_json(report.to_json()).margin_profile == profile
     line = "Dis by margin decile, lowest margins first: 1.00 1.00 0.00 0.00 0.00 (n = 1 each"

@@ -66,11 +66,20 @@ def test_the_report_carries_the_profile_to_the_terminal_and_the_page(digits_xy) 
     report = saved.evaluate(model, decomposition, x[300:600])
     assert isinstance(decomposition.space, UnitSpace)
     expected = block_profile(decomposition.space, decomposition.supports, model)
-    assert report.extra["blocks"] == [row.to_dict() for row in expected]
+    assert report.blocks == expected
     parted = separation(expected)
-    assert report.extra["separation"] == (parted.to_dict() if parted is not None else None)
+    assert report.separation == parted
+    data = report.to_dict()
+    assert data["blocks"] == [row.to_dict() for row in expected]
+    assert data["separation"] == (parted.to_dict() if parted is not None else None)
     again = saved.ContractReport.from_json(report.to_json())
-    assert again.extra["blocks"] == report.extra["blocks"]
+    assert again.blocks == report.blocks and again.separation == report.separation
+    # a version-4 report kept the profile under "extra": it is read into the fields
+    older = {**data, "version": 4, "blocks": [], "separation": None}
+    older["extra"] = {**data["extra"], "blocks": data["blocks"], "separation": data["separation"]}
+    old = saved.ContractReport.from_dict(older)
+    assert old.blocks == report.blocks and old.separation == report.separation
+    assert "blocks" not in old.extra
     console = Console(record=True, width=140, file=io.StringIO())
     console.print(render_report(report))
     text = console.export_text()
@@ -80,7 +89,7 @@ def test_the_report_carries_the_profile_to_the_terminal_and_the_page(digits_xy) 
     assert 'aria-label="overlap by depth"' in page and page.count("<polyline") == 2
     assert page.count("kept</title>") == 2 * 10  # 2 blocks x 10 components
     unstructured = saved.decompose(model, x[:300], method="wanda", progress=False)
-    assert "blocks" not in saved.evaluate(model, unstructured, x[300:600]).extra
+    assert saved.evaluate(model, unstructured, x[300:600]).blocks == []
 
 
 def test_mean_overlap_and_the_depth_where_supports_part_ways(digits_xy) -> None:

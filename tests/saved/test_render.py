@@ -1,5 +1,5 @@
-"""saved/render.py: one HTML page for the command line and the plugin, read from the typed
-report; the rich rendering of the same figures."""
+"""saved/report/html.py and rich.py: one HTML page for the command line and the plugin, read
+from the typed report; the rich rendering of the same figures."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def test_the_page_shows_the_reports_own_figures() -> None:
     report = _report()
     page = html_page([("a <check>", report)])
     (row,), _ = _checks(page)
-    cells = re.findall(r"<td>(.*?)</td>", row)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells[0] == "a &lt;check&gt;" and cells[1] == "hand"
-    assert cells[2].startswith(f"0.6667 &rarr; {report.binomial:.4f} binomial (&le; 0.1;")
+    assert cells[2].startswith(f"0.6667 &rarr; {report.binomial:.4f} binomial (&le; 0.1)<br>")
     assert f"hoeffding: {report.bounds['hoeffding']:.4f}" in cells[2]
     assert cells[3] == "0.3333 (&le; 0.4)" and cells[4] == "0.5000 (&ge; 0.3)"
     assert cells[6] == "3" and "<b>fails</b>" in row
@@ -61,14 +61,14 @@ def test_the_page_shows_the_reports_own_figures() -> None:
     examples = re.findall(r"<tr><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>", page)
     assert examples == [("0", "0", "1"), ("4", "2", "0")]
     # one heatmap cell per pair of the 3 components, the diagonal at overlap 1
-    assert len(re.findall(r"<title>\d,\d: ", page)) == 9
-    assert "<title>1,1: 1.000</title>" in page
+    assert len(re.findall(r"<title>components \d and \d: ", page)) == 9
+    assert "<title>components 1 and 1: 1.000</title>" in page
     # one bar per margin decile (5 samples: 5 deciles), its value above it, its range inside
     chart = re.search(r'<svg[^>]*aria-label="disagreement by margin decile".*?</svg>', page, re.S)
     assert chart is not None
     assert re.findall(r">(\d\.\d\d)</text>", chart.group(0)) == ["1.00", "1.00"] + ["0.00"] * 3
     assert "<title>decile 1: margins 0.1 to 0.1, 1 of 1 disagree</title>" in chart.group(0)
-    assert "margin decile (1: margins 0.1 to 0.1; 5: up to 5)" in chart.group(0)
+    assert "decile 1: margins 0.1 to 0.1; decile 5: up to 5" in chart.group(0)
 
 
 def test_the_rich_rendering_carries_the_same_figures() -> None:
