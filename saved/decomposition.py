@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from .inputs import (
 )
 from .masking.units import MaskSpace, UnitSpace
 
-__all__ = ["ComponentCost", "Decomposition", "load"]
+__all__ = ["ComponentCost", "Decomposition", "Record", "load"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,22 @@ class ComponentCost:
     macs: int  # multiply-accumulates of one sample's forward pass
     full_params: int
     full_macs: int
+
+
+class Record(TypedDict, total=False):
+    """What a decomposition records of how it was made (saved with it as JSON): keys checked by
+    the type checker, values JSON-ready."""
+
+    seconds: float
+    estimate_seconds: float
+    data_sha256: str  # the decomposition samples' content hash
+    n_samples: int
+    contract: dict[str, Any]  # Contract.to_dict(): the thresholds evaluate applies by default
+    seed: int
+    device: str
+    config: dict[str, Any]  # alpha, and the LBMask and mining settings as dicts
+    training: dict[str, Any]  # saved.report.Training.to_dict(), learned masks only
+    distributed: dict[str, Any]  # the ranks' summary, under torch.distributed
 
 
 @dataclass
@@ -61,7 +77,7 @@ class Decomposition:
     masks: Tensor  # [K, N] bool
     method: str = "lbmask"
     sparsity: float | list[float] = 0.5  # one per component with sparsity="auto"
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: Record = field(default_factory=lambda: Record())
     #: ``[K, N]`` learned mask logits (LBMask): every component's units in the order they are
     #: kept; None for scored methods. :meth:`at_sparsity` re-binarises it.
     ranking: Tensor | None = None
@@ -343,7 +359,7 @@ def _from_stored(
         masks=masks.bool(),
         method=meta["method"],
         sparsity=meta["sparsity"],
-        metadata={k: v for k, v in meta.items() if k not in known},
+        metadata=cast(Record, {k: v for k, v in meta.items() if k not in known}),
         ranking=tensors.get("ranking"),
     )
 

@@ -27,7 +27,7 @@ from .boundary import (
 )
 from .components import Aggregator, ClassComponents
 from .contract import Contract
-from .decomposition import Decomposition
+from .decomposition import Decomposition, Record
 from .distributed import ranks_for
 from .estimate import PROBE_FROM, Estimate, estimate_seconds, probe_step
 from .evaluation import assess
@@ -264,7 +264,7 @@ def decompose(
         progress=progress,
         ranks=ranks,
     )
-    metadata: dict[str, Any] = {
+    metadata: Record = {
         "seconds": round(time.perf_counter() - started, 2),
         "estimate_seconds": round(estimate.total, 1),
         "data_sha256": inputs_digest(inputs),
