@@ -157,9 +157,10 @@ def decompose(
         data, labels, max_samples=max_samples, seed=seed, keep=keep
     )
     inputs = match_dtype(sampled, model)
+    digest = inputs_digest(inputs)  # once: the record's, and under ranks the same-data check
     ranks, run_on = ranks_for(distributed, resolve_device(model, device))
     if ranks is not None:
-        ranks.check_same(model, inputs_digest(inputs))
+        ranks.check_same(model, digest)
         progress = progress and ranks.leader
     started = time.perf_counter()
     if reference is None:
@@ -267,7 +268,7 @@ def decompose(
     metadata: Record = {
         "seconds": round(time.perf_counter() - started, 2),
         "estimate_seconds": round(estimate.total, 1),
-        "data_sha256": inputs_digest(inputs),
+        "data_sha256": digest,
         "n_samples": len(inputs),
         "contract": contract.to_dict(),
         "seed": seed,
