@@ -50,6 +50,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import saved
 from saved._runtime import forward_logits, predict_logits
 from saved.datasets import (
     DEBIAN_LONG_SETS,
@@ -83,11 +84,16 @@ class Recipe:
     #: on them twice an epoch and training stops after an epoch without a better accuracy
     #: (``epochs`` is then the most it may take); 0: train every epoch, keep the last
     validation: float = 0.0
+    #: weight of ``saved.ModularityPenalty`` added to the cross-entropy (issue 38's control)
+    modularity: float = 0.0
 
 
 RECIPES: dict[str, Recipe] = {
     "minilm-debian14": Recipe("minilm-debian14", "debian14", 1.0, 32, 1e-4),
     "minilm-debian4": Recipe("minilm-debian4", "debian4", 2.0, 32, 1e-4),
+    "minilm-debian4-modular": Recipe(
+        "minilm-debian4-modular", "debian4", 2.0, 32, 1e-4, modularity=1.0
+    ),
     "resnet18-fmnist": Recipe("resnet18-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
     "vit-fmnist": Recipe("vit-fmnist", "fmnist", 8.0, 128, 1e-3, train_limit=20_000),
     "mobilenet-fmnist": Recipe("mobilenet-fmnist", "fmnist", 1.0, 128, 2e-3, train_limit=20_000),
@@ -100,7 +106,7 @@ RECIPES: dict[str, Recipe] = {
 }
 #: Recipe fields added after models were cached: left out of the key at their default value,
 #: so the keys of the models cached before them stay valid.
-_LATER_FIELDS = {"tiny": False, "validation": 0.0}
+_LATER_FIELDS = {"tiny": False, "validation": 0.0, "modularity": 0.0}
 
 
 #: The smoke's text models: MiniLM's configuration with these sizes, randomly initialised.
@@ -318,14 +324,23 @@ def train(
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     since_best = 0
     losses: list[float] = []
+    penalty = (
+        saved.ModularityPenalty(model, data.batch(slice(0, 2))) if recipe.modularity else None
+    )
     start = time.perf_counter()
     for step in range(steps):
         first = (step * recipe.batch_size) % len(data)
         index = order[first : first + recipe.batch_size]
         assert data.labels is not None
-        loss = nn.functional.cross_entropy(
-            forward_logits(model, data.batch(index)), data.labels[index]
-        )
+        if penalty is None:
+            loss = nn.functional.cross_entropy(
+                forward_logits(model, data.batch(index)), data.labels[index]
+            )
+        else:  # one forward gives the logits and the penalty
+            logits, modular = penalty(data.batch(index), data.labels[index])
+            loss = nn.functional.cross_entropy(logits, data.labels[index]) + (
+                recipe.modularity * modular
+            )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
