@@ -324,9 +324,7 @@ def train(
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     since_best = 0
     losses: list[float] = []
-    penalty = (
-        saved.ModularityPenalty(model, data.batch(slice(0, 2))) if recipe.modularity else None
-    )
+    penalty = saved.ModularityPenalty(model, data.batch(slice(0, 2))) if recipe.modularity else None
     start = time.perf_counter()
     for step in range(steps):
         first = (step * recipe.batch_size) % len(data)
