@@ -156,8 +156,16 @@ def test_paper_tables_smoke(
     # new per table: 2 + 6 + 5 + 8 + 4, and 2 models x 7 methods x 2 protocols
     assert again["resumed_rows"] == len(distinct) == 25 + 28
     assert all(again[k] == result[k] for k in TABLES)
-    assert (
-        f"{len(distinct)} rows were computed by an earlier" in (tmp_path / "AGAIN.md").read_text()
+    again_text = (tmp_path / "AGAIN.md").read_text()
+    assert f"{len(distinct)} rows were computed by an earlier" in again_text
+    # the header states the rows' own compute time, summed over the sittings that made them:
+    # mining once per model and protocol, then each row's decomposition and evaluation
+    rows = {(r["model"], r["method"], r["protocol"]): r for k in TABLES for r in result[k]}
+    mining = {(r["model"], r["protocol"]): r["mining_s"] for r in rows.values()}
+    spent = sum(mining.values()) + sum(r["decompose_s"] + r["evaluate_s"] for r in rows.values())
+    assert f"{len(distinct)} of its rows taken from earlier sittings" in again_text
+    assert f"own compute time (mining, decomposition, evaluation) sums to {spent:.0f} s" in (
+        again_text
     )
     # another machine (an empty cache) with the store a run committed: every row is read from
     # the store and no model is trained but the one whose reference pass the phases time
