@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from generated import chosen_models, log, provenance, render_only, write_document
 from models import cache_dir
-from paper_tables import Bench, Settings
+from paper_rows import Bench, Settings
 
 import saved
 from saved import ClassComponents, predict_logits
