@@ -57,7 +57,8 @@ from typing import Any
 
 import torch
 from generated import commit, log, provenance, today
-from paper_rows import ROOT, STORE, Bench, Settings, timed
+from models import is_cached
+from paper_rows import ROOT, STORE, Bench, Settings, stored_model, timed
 from torch import nn
 
 import saved
@@ -95,6 +96,85 @@ PAPER_RQ3 = {
     "resnet18-fmnist": "ResNet-34, CIFAR-10: fails the semantic axis (structured)",
     "vit-fmnist": "DeiT-small, CIFAR-10: fails the semantic axis (structured)",
 }
+
+
+#: the long table's methods in the order they are computed: LBMask alpha = 1 (the least needed
+#: row, as slow as alpha = 0) last within a model and protocol, so an interrupted run has the
+#: comparison the goal needs
+LONG_METHODS = (("lbmask", 0.0), *((m, 0.0) for m in RQ2_METHODS), ("lbmask", 1.0))
+#: one planned row: model, method, alpha, sparsity, protocol
+Planned = tuple[str, str, float, Any, str]
+
+
+def long_plan() -> list[Planned]:
+    """The long table's rows in the order they are computed: the 4-section model (components
+    cost in proportion to their number) first, so a regeneration spread over sittings finishes
+    one model, whose training then need not be repeated."""
+    return [
+        (name, method, alpha, 0.5, protocol)
+        for name in reversed(LONG_MODELS)
+        for protocol in PROTOCOLS
+        for method, alpha in LONG_METHODS
+    ]
+
+
+def planned(tables: set[str]) -> list[Planned]:
+    """Every row ``tables`` need, once each, in the order a run computes them."""
+    rows: list[Planned] = []
+    short = {"rq1", "rq2", "rq3"}
+    if tables & short:
+        rows.append(("minilm-debian14", "lbmask", 0.0, 0.5, "held-out"))
+    if tables & {"rq1", "rq2"}:
+        rows.append(("minilm-debian4", "lbmask", 0.0, 0.5, "held-out"))
+    if "rq2" in tables:
+        rows.append(("minilm-debian14", "lbmask", 1.0, 0.5, "held-out"))
+        for name in ("minilm-debian14", "minilm-debian4"):
+            rows += [(name, m, 0.0, 0.5, "held-out") for m in RQ2_METHODS]
+    if "rq3" in tables:
+        for name in ("resnet18-fmnist", "vit-fmnist"):
+            rows += [(name, m, 0.0, 0.5, "held-out") for m in ("lbmask", "wanda", "mi", "random")]
+    if "long" in tables:
+        rows += long_plan()
+    if "adaptive" in tables:
+        names = ("minilm-debian14", "minilm-debian4", "resnet18-fmnist", "vit-fmnist")
+        rows += [(name, "lbmask", 0.0, "auto", "held-out") for name in names]
+    return list(dict.fromkeys(rows))
+
+
+def status(tables: set[str], settings: Settings, store: Path | None) -> dict[str, Any]:
+    """Which planned rows this code already has (row cache or committed store), without
+    training, mining or computing anything: how far a regeneration spread over sittings has
+    come. A model neither cached here nor recorded in the store has no rows yet."""
+    benches: dict[str, Bench | None] = {}
+    lines, done, seconds = [], 0, 0.0
+    mining: dict[tuple[str, str], float] = {}  # one shared run per model and protocol
+    rows = planned(tables)
+    for name, method, alpha, sparsity, protocol in rows:
+        if name not in benches:
+            known = is_cached(name, is_smoke=settings.smoke) or (
+                store is not None and stored_model(store, name, settings.smoke) is not None
+            )
+            benches[name] = Bench(name, settings, store) if known else None
+        bench = benches[name]
+        label = f"{name} {method}{f' a={alpha:g}' if method == 'lbmask' else ''}"
+        label += f"{' s=auto' if sparsity == 'auto' else ''} ({protocol})"
+        found = None
+        if bench is not None:
+            found = bench._stored(bench._row_file(method, alpha, sparsity, protocol))
+        if found is None:
+            lines.append(f"missing  {label}" + ("" if bench else " (model not trained yet)"))
+            continue
+        row = json.loads(found.read_text())
+        took = row["decompose_s"] + row["evaluate_s"]
+        done, seconds = done + 1, seconds + took
+        mining[(name, protocol)] = row["mining_s"]
+        lines.append(f"stored   {label}: {_duration(took)}, {row['computed']} at {row['commit']}")
+    seconds += sum(mining.values())
+    summary = (
+        f"{done} of {len(rows)} rows stored; their compute time (mining, decomposition, "
+        f"evaluation) {_duration(seconds)}"
+    )
+    return {"rows": lines, "done": done, "planned": len(rows), "summary": summary}
 
 
 def phase_times(bench: Bench, row: dict[str, Any], model: nn.Module) -> dict[str, float]:
@@ -593,6 +673,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="LBMask batch size")
     parser.add_argument("--render", type=Path, help="rebuild the markdown from a RESULTS.json")
     parser.add_argument(
+        "--status",
+        action="store_true",
+        help="list which rows of the chosen tables this code already has (computes nothing)",
+    )
+    parser.add_argument(
         "--store",
         type=Path,
         help="where rows (and model records) are kept to be committed: read before computing, "
@@ -614,6 +699,11 @@ def main() -> None:
             parser.error(f"--{name.replace('_', '-')}: expected a positive count, got {value}")
         if value is not None:
             setattr(settings, name, value or None)  # --test-text 0: the whole split
+    store = None if args.store == Path("none") else args.store or (None if args.smoke else STORE)
+    if args.status:
+        found = status(tables, settings, store)
+        print("\n".join([*found["rows"], found["summary"]]))
+        return
     out = args.out or ROOT / "docs" / "RESULTS.md"
     command = shlex.join([".venv/bin/python", "benchmarks/paper_tables.py", *sys.argv[1:]])
     torch.manual_seed(0)
@@ -627,8 +717,6 @@ def main() -> None:
         "settings": {k: v for k, v in vars(settings).items() if k != "contract"},
     }
     benches: dict[str, Bench] = {}
-
-    store = None if args.store == Path("none") else args.store or (None if args.smoke else STORE)
 
     def bench(name: str) -> Bench:
         if name not in benches:
@@ -653,17 +741,9 @@ def main() -> None:
         for name in ("resnet18-fmnist", "vit-fmnist"):
             results["rq3"] += [bench(name).run(m) for m in ("lbmask", "wanda", "mi", "random")]
     if "long" in tables:
-        # computed with LBMask alpha = 1 (the least needed row, as slow as alpha = 0) last
-        # within a model and protocol, so an interrupted run has the comparison the goal
-        # needs, and the 4-section model (components cost in proportion to their number)
-        # first, so a regeneration spread over sittings finishes one model, whose training
-        # then need not be repeated; shown in RQ2's order
-        methods = [("lbmask", 0.0), *((m, 0.0) for m in RQ2_METHODS), ("lbmask", 1.0)]
         long_rows = [
-            bench(name).run(method, alpha=alpha, protocol=protocol)
-            for name in reversed(LONG_MODELS)
-            for protocol in PROTOCOLS
-            for method, alpha in methods
+            bench(name).run(method, alpha=alpha, sparsity=sparsity, protocol=protocol)
+            for name, method, alpha, sparsity, protocol in long_plan()
         ]
         shown = ["lbmask a=0", "lbmask a=1", *RQ2_METHODS]
         results["long"] = sorted(

@@ -73,6 +73,22 @@ def test_paper_tables_smoke(
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
     out, store = tmp_path / "RESULTS.md", tmp_path / "store"
+    planned = 25 + 28  # new rows per table: 2 + 6 + 5 + 8 + 4, and 2 x 7 methods x 2 protocols
+
+    def status(cache_dir: Path) -> list[str]:
+        args = ("--smoke", "--status", "--store", str(store))
+        printed = script_stdout(
+            "benchmarks/paper_tables.py", *args, env={"SAVED_CACHE_DIR": str(cache_dir)}
+        )
+        return printed.strip().splitlines()
+
+    # nothing computed yet: every planned row is missing, and asking trains nothing
+    empty = tmp_path / "empty"  # not the shared cache, where other tests may have trained
+    before = status(empty)
+    assert before[-1].startswith(f"0 of {planned} rows stored; their compute time (")
+    assert before[-1].endswith(" 0 s")
+    assert all(line.endswith("(model not trained yet)") for line in before[:-1])
+    assert len(before) - 1 == planned and not list(empty.glob("models/*"))
     result = run_script(
         "benchmarks/paper_tables.py",
         "--smoke",
@@ -153,8 +169,7 @@ def test_paper_tables_smoke(
         env={"SAVED_CACHE_DIR": str(cache)},
     )
     distinct = {(r["model"], r["method"], r["protocol"]) for k in TABLES for r in result[k]}
-    # new per table: 2 + 6 + 5 + 8 + 4, and 2 models x 7 methods x 2 protocols
-    assert again["resumed_rows"] == len(distinct) == 25 + 28
+    assert again["resumed_rows"] == len(distinct) == planned
     assert all(again[k] == result[k] for k in TABLES)
     again_text = (tmp_path / "AGAIN.md").read_text()
     assert f"{len(distinct)} rows were computed by an earlier" in again_text
@@ -190,6 +205,15 @@ def test_paper_tables_smoke(
     assert [p.name.split("-")[:2] for p in (fresh / "models").glob("*.safetensors")] == [
         ["minilm", "debian14"]
     ]
+    # the status of a third machine, from the store alone: the rows the run made, computing
+    # nothing and training nothing, with the same compute time as the header's rows
+    after = status(tmp_path / "fourth")
+    labels = {f"{m} {method} ({protocol})" for m, method, protocol in distinct}
+    assert {line.split("  ", 1)[1].split(":")[0].strip() for line in after[:-1]} == labels
+    assert all(line.startswith("stored") for line in after[:-1])
+    assert after[-1].startswith(f"{planned} of {planned} rows stored; their compute time (")
+    assert abs(float(after[-1].rsplit(" ", 2)[1]) - spent) <= 1  # "... 12 s", summed apart
+    assert not list((tmp_path / "fourth").glob("models/*"))
     for row in result["rq3"]:  # each row names the code and the weights that computed it
         assert row["commit"] == result["commit"] and len(row["weights_sha256"]) == 64
     # stored rows of other weights are never mixed with rows of the weights trained here
