@@ -475,6 +475,36 @@ def test_modularity_cost_smoke(run_script: RunScript) -> None:
 
 
 @needs_fashion_mnist
+def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's class masks keep exactly half of every unit group; kept whole they give the
+    model's own logits (unmasked, the aggregator is the model: Dis 0); and each row's verdict
+    is the check's, consistent with its own figures."""
+    import torch
+
+    from saved.masking.units import UnitSpace
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    probe = importlib.import_module("cotrain_probe")
+    model, x = probe.small_cnn(4).eval(), torch.rand(6, 1, 28, 28)
+    space = UnitSpace.of(model, x[:2])
+    masks = probe.class_masks(space, 10, seed=0)
+    assert sorted(g.size for g in space.groups) == [4, 8, 8]  # the classifier is not a unit
+    for group, columns in space.group_slices():
+        assert masks[:, columns].sum(1).tolist() == [group.size // 2] * 10
+    whole = torch.ones_like(masks)
+    with torch.no_grad():
+        scores = probe.component_scores(space, model, whole, x)
+        assert torch.allclose(scores, model(x), atol=1e-5)
+        assert probe.oracle(model, space, whole, x)["oracle_dis_all"] == 0.0
+    result = run_script("benchmarks/cotrain_probe.py", "--smoke", "--weights", "0,1")
+    assert [row["weight"] for row in result["rows"]] == [0.0, 1.0]
+    for row in result["rows"]:
+        assert 0.0 <= row["oracle_dis"] <= 1.0 and row["dis"] <= row["binomial"]
+        if row["verdict"] == "holds":  # the default contract: eps 0.1, gamma 0.5
+            assert row["binomial"] <= 0.1 and row["overlap"] <= 0.5
+
+
+@needs_fashion_mnist
 def test_sparsity_sweep_smoke(
     tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
 ) -> None:
