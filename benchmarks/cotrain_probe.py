@@ -22,7 +22,13 @@ trained on 20,000 training images, decomposed on 1,000 other training images, ce
 2,000 test images.
 
     .venv/bin/python benchmarks/cotrain_probe.py [--smoke] [--steps 600] [--weights 0,1]
-        [--extra 0.5]
+        [--extra 0.5] [--blocks 0.1]
+
+``--blocks share`` adds a row trained with *block wiring* (:func:`wiring`): each unit group is
+split into a shared block (about ``share`` of it) and one private block per class; cross-block
+weights are held at zero, so logit k reads only the shared units and k's and the class masks
+(shared plus k's) reproduce it exactly: a network decomposable by construction, the control
+that asks whether the check (LBMask at s = 0.5) recognises one.
 
 The CNN has no BatchNorm: K masked copies in one training batch would mix their statistics.
 The last line printed is a JSON object with the rows.
@@ -77,6 +83,48 @@ def class_masks(space: UnitSpace, classes: int, seed: int) -> Tensor:
     return masks
 
 
+def blocks_of(size: int, classes: int, share: float) -> Tensor:
+    """``[size]`` int: ``-1`` for a unit every class shares, ``k`` for one private to class k;
+    about ``share`` of the units are shared, the rest split evenly between the classes."""
+    private = max(1, round(size * (1 - share) / classes))
+    while classes * private > size and private > 1:
+        private -= 1
+    if classes * private > size:
+        raise ValueError(f"a group of {size} units cannot give {classes} classes one unit each")
+    shared = torch.full((size - classes * private,), -1)
+    return torch.cat([shared, torch.arange(classes).repeat_interleave(private)])
+
+
+def wiring(
+    model: nn.Module, space: UnitSpace, classes: int, share: float
+) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """Block connectivity for :func:`small_cnn`: a shared channel reads only shared channels, a
+    channel private to class k reads the shared ones and k's, and logit k reads the shared and
+    k's last-layer channels. Returns the allowed-weight masks and the class masks ``[K, N]``
+    (``S_k``: the shared units and k's), under which logit k is exactly the whole network's: a
+    network decomposable by construction (the limit of a coupling penalty on the cross-block
+    weights, as in modular training)."""
+    blocks = {g.sites[0].module: blocks_of(g.size, classes, share) for g in space.groups}
+    masks = torch.zeros(classes, space.num_units, dtype=torch.bool)
+    for group, columns in space.group_slices():
+        owner = blocks[group.sites[0].module]
+        masks[:, columns] = (owner == -1) | (owner == torch.arange(classes)[:, None])
+    allowed: list[tuple[Tensor, Tensor]] = []
+    previous: Tensor | None = None
+    for name, module in model.named_children():
+        if isinstance(module, nn.Conv2d):
+            if previous is not None:
+                reads = (previous == -1) | (previous == blocks[name][:, None])
+                allowed.append((module.weight, reads[:, :, None, None].expand_as(module.weight)))
+            previous = blocks[name]
+        elif isinstance(module, nn.Linear):
+            assert previous is not None
+            reads = (previous == -1) | (previous == torch.arange(classes)[:, None])
+            per_channel = module.in_features // previous.numel()  # c-major flattening
+            allowed.append((module.weight, reads.repeat_interleave(per_channel, dim=1)))
+    return allowed, masks
+
+
 def component_logits(space: UnitSpace, model: nn.Module, masks: Tensor, x: Tensor) -> Tensor:
     """``[K, n, C]``: the logits of copy k, masked by row k (K masked copies in one pass)."""
     return space.run(model, masks.float(), x).reshape(masks.shape[0], x.shape[0], -1)
@@ -98,12 +146,19 @@ def train(
     weight: float,
     extra: float = 0.0,
     masks_seed: int = 0,
+    share: float | None = None,
 ) -> tuple[nn.Module, UnitSpace, Tensor]:
     """The CNN trained on ``(x, y)``; with ``weight > 0`` copy k of each step keeps the class
-    mask ``S_k`` plus each other unit with probability ``extra``."""
+    mask ``S_k`` plus each other unit with probability ``extra``. With ``share``, the network is
+    block-wired instead (:func:`wiring`: cross-block weights held at zero after every step)."""
     model = small_cnn(width)
     space = UnitSpace.of(model, x[:2])
-    masks = class_masks(space, 10, masks_seed)
+    allowed: list[tuple[Tensor, Tensor]] = []
+    if share is None:
+        masks = class_masks(space, 10, masks_seed)
+    else:
+        allowed, masks = wiring(model, space, 10, share)
+    project(allowed)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)  # the batches: the same for every weight
     spares = torch.Generator().manual_seed(1)
@@ -119,7 +174,15 @@ def train(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        project(allowed)
     return model.eval(), space, masks
+
+
+@torch.no_grad()
+def project(allowed: list[tuple[Tensor, Tensor]]) -> None:
+    """Zero the weights outside their allowed masks."""
+    for parameter, mask in allowed:
+        parameter.mul_(mask)
 
 
 @torch.no_grad()
@@ -147,6 +210,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--weights", default="0,1")
     parser.add_argument(
+        "--blocks", default="", help="shared shares of block-wired rows (comma list; none: off)"
+    )
+    parser.add_argument(
         "--extra", type=float, default=0.5, help="share of the other units copy k also keeps"
     )
     args = parser.parse_args()
@@ -158,16 +224,28 @@ def main() -> None:
     assert fit.labels is not None and held.labels is not None
     steps, width = (20, 4) if args.smoke else (args.steps, args.width)
     rows: list[dict[str, Any]] = []
-    for weight in (float(w) for w in args.weights.split(",")):
+    weights = [float(w) for w in args.weights.split(",") if w]
+    plan: list[tuple[float, float | None]] = [(w, None) for w in weights]
+    plan += [(0.0, float(share)) for share in args.blocks.split(",") if share]
+    for weight, share in plan:
+        # a block-wired row needs a unit per class in the narrowest layer (the smoke's width 4)
+        wide = width if share is None else max(width, 10)
         started = time.perf_counter()
         model, space, masks = train(
-            fit.tensor, fit.labels, width=width, steps=steps, weight=weight, extra=args.extra
+            fit.tensor,
+            fit.labels,
+            width=wide,
+            steps=steps,
+            weight=weight,
+            extra=args.extra,
+            share=share,
         )
         trained_s = time.perf_counter() - started
         with torch.no_grad():
             accuracy = float((model(held.tensor).argmax(1) == held.labels).float().mean())
-        row: dict[str, Any] = {"weight": weight, "extra": args.extra, "steps": steps}
-        row.update(width=width, accuracy=round(accuracy, 4), train_s=round(trained_s, 1))
+        row: dict[str, Any] = {"weight": weight, "extra": args.extra, "blocks": share}
+        row.update(steps=steps, width=wide, accuracy=round(accuracy, 4))
+        row.update(train_s=round(trained_s, 1))
         row.update(oracle(model, space, masks, held.tensor))
         started = time.perf_counter()
         report = saved.check(

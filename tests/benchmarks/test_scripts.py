@@ -477,8 +477,9 @@ def test_modularity_cost_smoke(run_script: RunScript) -> None:
 @needs_fashion_mnist
 def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe's class masks keep exactly half of every unit group; kept whole they give the
-    model's own logits (unmasked, the aggregator is the model: Dis 0); and each row's verdict
-    is the check's, consistent with its own figures."""
+    model's own logits (unmasked, the aggregator is the model: Dis 0); block wiring makes the
+    class masks exact; and each row's verdict is the check's, consistent with its own
+    figures."""
     import torch
 
     from saved.masking.units import UnitSpace
@@ -496,8 +497,28 @@ def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPa
         scores = probe.component_scores(space, model, whole, x)
         assert torch.allclose(scores, model(x), atol=1e-5)
         assert probe.oracle(model, space, whole, x)["oracle_dis_all"] == 0.0
-    result = run_script("benchmarks/cotrain_probe.py", "--smoke", "--weights", "0,1")
-    assert [row["weight"] for row in result["rows"]] == [0.0, 1.0]
+    # block wiring: logit k reads only the shared units and k's, so the class masks reproduce
+    # it exactly even at random weights, where the unwired seeded halves do not
+    wired = probe.small_cnn(32).eval()
+    wired_space = UnitSpace.of(wired, x[:2])
+    allowed, blocks = probe.wiring(wired, wired_space, 10, share=0.1)
+    probe.project(allowed)
+    assert blocks.sum(1).tolist() == [2 + 3 + 4 + 6 + 4 + 6] * 10  # shared + own, per group
+    assert probe.max_pairwise_overlap(probe.jaccard_overlap(blocks)) == 0.25
+    with torch.no_grad():
+        wired_scores = probe.component_scores(wired_space, wired, blocks, x)
+        assert torch.allclose(wired_scores, wired(x), rtol=0, atol=1e-6)
+        halves = probe.class_masks(wired_space, 10, seed=0)
+        assert not torch.allclose(probe.component_scores(wired_space, wired, halves, x), wired(x))
+    result = run_script(
+        "benchmarks/cotrain_probe.py", "--smoke", "--weights", "0,1", "--blocks", "0.1"
+    )
+    assert [(row["weight"], row["blocks"]) for row in result["rows"]] == [
+        (0.0, None),
+        (1.0, None),
+        (0.0, 0.1),
+    ]
+    assert result["rows"][2]["oracle_dis_all"] == 0.0  # exact by construction, after training
     for row in result["rows"]:
         assert 0.0 <= row["oracle_dis"] <= 1.0 and row["dis"] <= row["binomial"]
         if row["verdict"] == "holds":  # the default contract: eps 0.1, gamma 0.5
