@@ -210,7 +210,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--weights", default="0,1")
     parser.add_argument(
-        "--blocks", default="", help="shared shares of block-wired rows (comma list; none: off)"
+        "--blocks", default="", help="shared fraction per block-wired row (comma list)"
     )
     parser.add_argument(
         "--extra", type=float, default=0.5, help="share of the other units copy k also keeps"
