@@ -124,7 +124,7 @@ def probe_step(
     ``reference``: the model's logits on ``inputs``, if known (not computed again).
     """
     rows = torch.arange(min(len(inputs), 2 * config.batch_size))
-    probe = replace(config, steps=2, time_budget=None)
+    probe = replace(config, steps=2, ramp=0, time_budget=None)  # a ramp needs more steps
     known = reference[rows] if reference is not None else None
     trainer = MaskTrainer(
         model, inputs.select(rows), components, space, probe, device=device, reference=known

@@ -3,9 +3,12 @@
 For each component k, one logit per structural unit, ``p = sigmoid(logit)``. The forward pass
 uses the *hard* mask — exactly the top units of every quota block by logit, the same rule as
 the final binarisation (:meth:`saved.masking.space.MaskSpace.binarise`) — with a straight-through
-gradient ``hard + p - p.detach()``. The model's weights are frozen (``requires_grad`` off inside
-:func:`saved._runtime.frozen_eval`), so backward computes gradients for the mask logits only,
-never for weights; BatchNorm stays in eval mode and dropout is off.
+gradient ``hard + (p - p.detach())``, a dropped unit's forward value a tiny positive number so
+that a ReLU after it passes the gradient of switching it back on
+(:func:`saved.masking.trainer.straight_through`). The model's weights are frozen
+(``requires_grad`` off inside :func:`saved._runtime.frozen_eval`), so backward computes
+gradients for the mask logits only, never for weights; BatchNorm stays in eval mode and dropout
+is off.
 
 Loss: the objective (:mod:`saved.masking.objectives`; low-margin samples — the lowest
 ``boundary_quantile`` of reference margins, boundary points among them — weighted by

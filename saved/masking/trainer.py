@@ -35,6 +35,7 @@ __all__ = [
     "MaskTrainer",
     "auto_chunk",
     "initial_logits",
+    "straight_through",
 ]
 
 #: Bytes one LBMask run holds per mask entry (K x N): the logits, their gradient, Adam's two
@@ -126,6 +127,28 @@ def overlap_excess(masks: Tensor, limit: float) -> Tensor:
     union = sizes[:, None] + sizes[None, :] - inter
     pairs = ~torch.eye(masks.shape[0], dtype=torch.bool, device=masks.device)
     return torch.relu(inter / union.clamp_min(1e-12) - limit)[pairs].mean()
+
+
+#: The forward value of a dropped unit's mask while masks are learned (:func:`straight_through`).
+DROPPED = 1e-12
+
+
+def straight_through(hard: Tensor, probs: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[K, N]`` masks with the forward value of ``hard`` and the gradient of ``probs``.
+
+    A dropped unit's forward value is ``DROPPED`` (at least the smallest normal number of the
+    masked passes' ``dtype``), not 0. A mask multiplies a unit where it is produced, before the
+    activation that usually follows (``relu(m * z)``); at m = 0 autograd takes relu's
+    derivative at 0, which is 0, so a dropped unit behind a ReLU never had a gradient and
+    could never come back: LBMask only ever dropped units from its random start (on a CNN
+    decomposable by construction, benchmarks/cotrain_probe.py ``--blocks``, 16 of 1,600 mask
+    entries moved between steps 3 and 400). At m = DROPPED the gradient is the one-sided
+    derivative ``relu(z)`` of ``relu(m * z) = m * relu(z)``: what switching the unit on adds,
+    for every positively homogeneous activation (ReLU, max-pooling), and the usual derivative
+    at 0 for smooth ones (GELU), while the forward pass is the hard masks' to float
+    precision. ``probs - probs.detach()`` is added last: ``DROPPED + p - p`` rounds to 0."""
+    floor = max(DROPPED, torch.finfo(dtype).tiny)
+    return hard.to(probs.dtype).clamp_min(floor) + (probs - probs.detach())
 
 
 #: Rows of the held-out part measured at each validation (a seeded subsample beyond this).
@@ -331,7 +354,7 @@ class MaskTrainer:
         sparsity = self.sparsity
         probs = torch.sigmoid(self.logits)
         hard = self.space.binarise(self.logits.detach(), sparsity, config.allocation)
-        masks = hard.float() + probs - probs.detach()  # straight-through: hard forward
+        masks = straight_through(hard, probs, self._dtype)  # hard forward
         loss = self._loss(self._component_logits(masks, rows), rows)
         if self._param_share is not None:
             kept = (probs @ self._param_share)[:, None]

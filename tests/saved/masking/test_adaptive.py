@@ -64,9 +64,9 @@ def test_each_component_takes_the_largest_sparsity_within_the_budget(wide_mlp, r
 def test_the_overlap_pass_separates_components_and_eta_is_the_floor(wide_mlp, ranking):
     space, logits, held = ranking
     tight = Contract(eps=0.1, eta=0.3, gamma=1.0)
-    # the learned ranking reversed drops each component's most useful units first: already at
+    # the magnitude ranking reversed drops the units of largest weight norm first: already at
     # eta it breaks the budget (checked), so nothing fits and nobody moves, nobody goes below
-    worst = -logits
+    worst = -space.norms[None].expand(10, -1).clone()
     assert _dis(wide_mlp, space, worst, [0.3] * 10, held, 0.2) > tight.eps / 2
     floor = adaptive_sparsity(wide_mlp, space, ClassComponents(10), worst, held, tight)
     assert floor == [0.3] * 10

@@ -16,7 +16,7 @@ from saved.contract import boundary_subset, disagreement, logit_margins
 from saved.decomposition import Decomposition
 from saved.masking.lbmask import LBMaskConfig, MaskTrainer, initial_logits, train_masks
 from saved.masking.objectives import OBJECTIVES, ObjectiveTargets, objective_loss
-from saved.masking.trainer import boundary_rows, overlap_excess
+from saved.masking.trainer import boundary_rows, overlap_excess, straight_through
 from saved.masking.units import UnitSpace
 
 
@@ -284,6 +284,48 @@ def test_the_ramp_raises_the_sparsity_along_the_cubic_schedule(wide_mlp, digits_
     assert hard[:, :128].sum(1).tolist() == [round((1 - 0.2890625) * 128)] * 10  # 91
     run = train_masks(wide_mlp, calibration, ClassComponents(10), space, config)
     assert min(h["step"] for h in run.history) == 4  # the ramp's last step is at the target
+
+
+def test_decompose_takes_a_ramp(digits_xy) -> None:
+    """The run-time estimate's two-step probe drops the ramp: a ramp of 4 steps used to be
+    refused by ``decompose`` itself ("4 steps leave none ... within 2 steps")."""
+    x, _ = digits_xy
+    model = testing.tiny_mlp(seed=0)
+    config = LBMaskConfig(steps=6, ramp=4)
+    decomposition = saved.decompose(model, x[:64], lbmask=config, progress=False)
+    assert decomposition.metadata["training"]["steps_run"] == 6
+    assert decomposition.masks.sum(1).tolist() == [32] * 10  # half of 2 x 32 neurons
+
+
+def test_a_dropped_unit_behind_a_relu_gets_the_gradient_of_switching_it_back_on(digits_xy):
+    """The straight-through masks of a ReLU MLP against the same network written out by hand
+    with each mask *after* its ReLU (``relu(m z) = m relu(z)`` for m >= 0, so both compute the
+    same logits): the gradient of the mask logits is the hand gradient times sigmoid'(0) = 1/4
+    at every unit, kept or dropped. Masking before the ReLU at exactly 0 gave a dropped unit
+    relu'(0) = 0, no gradient at all: LBMask could never bring one back."""
+    x, _ = digits_xy
+    x = x[:48]
+    model = testing.tiny_mlp(seed=0)  # Linear-ReLU-Linear-ReLU-Linear, hidden 32 and 32
+    space = UnitSpace.of(model, x[:2])
+    hard = torch.rand(1, space.num_units, generator=torch.Generator().manual_seed(0)) < 0.5
+    logits = torch.zeros(1, space.num_units, requires_grad=True)
+    masks = straight_through(hard, torch.sigmoid(logits), torch.float32)
+    weight = torch.randn(48, 10, generator=torch.Generator().manual_seed(1))
+    out = space.run(model, masks, x)
+    (out * weight).sum().backward()
+
+    columns = {group.sites[0].module: part for group, part in space.group_slices()}
+    assert sorted(columns) == ["0", "2"]
+    unit = hard.float()[0].requires_grad_(True)
+    first = torch.relu(model[0](x)) * unit[columns["0"]]
+    second = torch.relu(model[2](first)) * unit[columns["2"]]
+    by_hand = model[4](second)
+    (by_hand * weight).sum().backward()
+    assert torch.allclose(out, by_hand.detach(), atol=1e-5)
+    assert unit.grad is not None and logits.grad is not None
+    dropped = ~hard[0]
+    assert bool((unit.grad[dropped].abs() > 1e-3).any())  # switching a unit on moves the sum
+    assert torch.allclose(logits.grad[0], unit.grad / 4, atol=1e-6)
 
 
 def test_allocation_by_parameters_learns_masks_that_keep_half_the_parameters(digits_xy):
