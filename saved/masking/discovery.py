@@ -40,6 +40,9 @@ class MaskSite:
     #: many features it has
     index: tuple[int, ...] | None = None
     features: int = 0
+    #: the mask multiplies the module's first *input* instead of its output (an FFN's
+    #: down-projection: after the activation, see :class:`UnitGroup` ``mask_at``)
+    input: bool = False
 
     def spread(self, unit_mask: Tensor) -> Tensor:
         """``[K, features]``: ``unit_mask [K, units * width]`` placed at ``index``, ones
@@ -70,6 +73,18 @@ class UnitGroup:
     params_per_unit: int
     norms: Tensor = field(repr=False)  # [size] weight norm of each unit (magnitude prior)
     surgery: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: where masks multiply, when not at ``sites`` (which the scores read: similarity, Wanda,
+    #: the activity penalty). An FFN neuron is masked at the down-projection's input, after its
+    #: activation: the same forward pass as at the up-projection's output wherever act(0) = 0,
+    #: exactly what surgery removes for any activation, and a straight-through gradient that is
+    #: what switching the neuron on adds (``act(z)``), where masking before a GELU gave
+    #: ``gelu'(0) z = z / 2``, dominated by the tokens on which the neuron is off
+    mask_at: tuple[MaskSite, ...] = ()
+
+    @property
+    def mask_sites(self) -> tuple[MaskSite, ...]:
+        """Where :meth:`saved.masking.units.UnitSpace.masked` multiplies this group's masks."""
+        return self.mask_at or self.sites
 
 
 def _named(model: nn.Module) -> dict[nn.Module, str]:
@@ -165,6 +180,7 @@ def _transformer_groups(model: nn.Module) -> list[UnitGroup]:
                 params_per_unit=_linear_params(up, out=True) + _linear_params(down, out=False),
                 norms=norms.sqrt().cpu(),
                 surgery={"up": names[up], "down": names[down]},
+                mask_at=(MaskSite(names[down], -1, 1, input=True),),
             )
         )
     return groups

@@ -14,6 +14,8 @@ in one batched pass over a K-times repeated batch. The classifier's outputs are 
 
 Masking a unit zeroes its activation where it is produced (after normalisation, so a BatchNorm
 bias cannot revive it): every consumer then sees 0 from it, exactly as if it had been removed.
+An FFN neuron is masked where its one consumer reads it, the down-projection's input (after
+the activation: :attr:`UnitGroup.mask_at`).
 :meth:`UnitSpace.reduce` removes the units physically (dimension surgery) and must agree with the
 masked model to float precision.
 """
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 from .._runtime import forward_logits
 from ..inputs import Batch, repeat_batch
 from .discovery import Excluded, MaskSite, UnitGroup, UnitKind, find_classifier, find_groups
-from .hooks import mask_hook
+from .hooks import mask_hook, mask_input_hook
 from .space import Allocation, MaskGroup, MaskSpace
 from .surgery import graph_for, remove_heads
 
@@ -104,15 +106,16 @@ class UnitSpace(MaskSpace[UnitGroup]):
         weights = masks if masks.is_floating_point() else masks.float()
         try:
             for group, columns in self.group_slices():
-                for site in group.sites:
+                for site in group.mask_sites:
                     unit_mask = weights[:, columns]
                     if site.width > 1:
                         unit_mask = unit_mask.repeat_interleave(site.width, dim=1)
                     unit_mask = site.spread(unit_mask)
+                    module = modules[site.module]
                     handles.append(
-                        modules[site.module].register_forward_hook(
-                            mask_hook(unit_mask, k, site.dim)
-                        )
+                        module.register_forward_pre_hook(mask_input_hook(unit_mask, k, site.dim))
+                        if site.input
+                        else module.register_forward_hook(mask_hook(unit_mask, k, site.dim))
                     )
             yield
         finally:

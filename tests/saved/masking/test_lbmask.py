@@ -328,6 +328,50 @@ def test_a_dropped_unit_behind_a_relu_gets_the_gradient_of_switching_it_back_on(
     assert torch.allclose(logits.grad[0], unit.grad / 4, atol=1e-6)
 
 
+def test_a_dropped_ffn_neuron_gets_the_gradient_of_switching_it_back_on() -> None:
+    """A tiny BERT's straight-through gradient against the same masks written into the
+    weights (torch.func): a head's mask scales its value rows, an FFN neuron's mask its
+    down-projection column, i.e. its output after the GELU. The two agree at every unit, kept or
+    dropped; masking the neuron before its GELU gave a dropped one gelu'(0) z = z / 2 instead
+    of gelu(z), a signal dominated by the tokens on which the neuron is off."""
+    model = testing.tiny_bert(num_labels=4, seed=0).eval()
+    ids = torch.randint(5, 2000, (6, 12), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    space = UnitSpace.of(model, {k: v[:2] for k, v in batch.items()})
+    hard = torch.rand(1, space.num_units, generator=torch.Generator().manual_seed(0)) < 0.5
+    logits = torch.zeros(1, space.num_units, requires_grad=True)
+    weight = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    out = space.run(model, straight_through(hard, torch.sigmoid(logits), torch.float32), batch)
+    (out * weight).sum().backward()
+
+    unit = hard.float()[0].requires_grad_(True)
+    params = dict(model.named_parameters())
+    for group, part in space.group_slices():
+        if group.kind == "heads":
+            v = group.surgery["v"]
+            rows = unit[part].repeat_interleave(group.sites[0].width)
+            params[f"{v}.weight"] = params[f"{v}.weight"] * rows[:, None]
+            params[f"{v}.bias"] = params[f"{v}.bias"] * rows
+        else:
+            down = group.surgery["down"]
+            params[f"{down}.weight"] = params[f"{down}.weight"] * unit[part][None, :]
+    assert {g.kind for g in space.groups} == {"heads", "neurons"}
+    by_hand = torch.func.functional_call(model, params, kwargs=batch).logits
+    (by_hand * weight).sum().backward()
+    assert torch.allclose(out, by_hand.detach(), atol=1e-5)
+    assert unit.grad is not None and logits.grad is not None
+    neurons = torch.cat(
+        [
+            torch.arange(part.start, part.stop)
+            for g, part in space.group_slices()
+            if g.kind == "neurons"
+        ]
+    )
+    dropped = neurons[~hard[0, neurons]]
+    assert bool((unit.grad[dropped].abs() > 1e-4).any())
+    assert torch.allclose(logits.grad[0], unit.grad / 4, atol=1e-6)
+
+
 def test_allocation_by_parameters_learns_masks_that_keep_half_the_parameters(digits_xy):
     """An MLP whose two hidden layers differ in width (64-96-32-10: a first-layer neuron
     carries 65 parameters, a second-layer one 97): trained under ``"params"``, every mask keeps
