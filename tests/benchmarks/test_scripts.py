@@ -474,6 +474,17 @@ def test_modularity_cost_smoke(run_script: RunScript) -> None:
     assert result["rows"][1]["units"] == 2880
 
 
+def test_mask_site_benchmark_smoke(run_script: RunScript) -> None:
+    """The three places an FFN neuron's mask can act give MiniLM the same logits (the script
+    asserts it before printing), and each ratio is its two medians divided."""
+    result = run_script("benchmarks/mask_site.py", "--texts", "2", "--rounds", "1")
+    seconds = result["seconds"]
+    assert set(seconds) == {"before", "copy", "in_place"}
+    assert result["texts"] == 2 and 1 < result["tokens"] <= 128
+    for name in ("copy", "in_place"):
+        assert result[f"{name}_over_before"] == round(seconds[name] / seconds["before"], 3)
+
+
 @needs_fashion_mnist
 def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe's class masks keep exactly half of every unit group; kept whole they give the
