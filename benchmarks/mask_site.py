@@ -21,7 +21,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from unittest import mock
 
 import torch
 from models import RECIPES, build, head, text_split
@@ -29,14 +29,12 @@ from torch import nn
 
 from saved.baselines import random
 from saved.inputs import trim_padding
-from saved.masking import hooks
+from saved.masking import hooks, units
 from saved.masking.units import UnitSpace
 
 
-@contextlib.contextmanager
-def copied_inputs() -> Iterator[None]:
+def copied_inputs() -> contextlib.AbstractContextManager[object]:
     """``mask_input_hook`` as at e405a24: always a masked copy, never in place."""
-    original = hooks.mask_input_hook
 
     def copying(unit_mask: torch.Tensor, k: int, dim: int) -> object:
         def hook(module: nn.Module, inputs: tuple[object, ...]) -> tuple[object, ...]:
@@ -44,15 +42,7 @@ def copied_inputs() -> Iterator[None]:
 
         return hook
 
-    hooks.mask_input_hook = copying  # type: ignore[assignment]
-    import saved.masking.units as units
-
-    units.mask_input_hook = copying  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        hooks.mask_input_hook = original
-        units.mask_input_hook = original
+    return mock.patch.object(units, "mask_input_hook", copying)  # the name masked() calls
 
 
 def main() -> None:
