@@ -522,14 +522,16 @@ def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPa
         halves = probe.class_masks(wired_space, 10, seed=0)
         assert not torch.allclose(probe.component_scores(wired_space, wired, halves, x), wired(x))
     result = run_script(
-        "benchmarks/cotrain_probe.py", "--smoke", "--weights", "0,1", "--blocks", "0.1"
+        "benchmarks/cotrain_probe.py",
+        *("--smoke", "--weights", "0,1", "--blocks", "0.1", "--objective", "aggregate,score"),
     )
-    assert [(row["weight"], row["blocks"]) for row in result["rows"]] == [
-        (0.0, None),
-        (1.0, None),
-        (0.0, 0.1),
+    plan = [
+        (w, b, o) for w, b in ((0.0, None), (1.0, None), (0.0, 0.1)) for o in ("aggregate", "score")
     ]
-    assert result["rows"][2]["oracle_dis_all"] == 0.0  # exact by construction, after training
+    assert [(row["weight"], row["blocks"], row["objective"]) for row in result["rows"]] == plan
+    # exact by construction, after training; both objectives check the same trained network
+    assert [row["oracle_dis_all"] for row in result["rows"][4:]] == [0.0, 0.0]
+    assert result["rows"][4]["accuracy"] == result["rows"][5]["accuracy"]
     for row in result["rows"]:
         assert 0.0 <= row["oracle_dis"] <= 1.0 and row["dis"] <= row["binomial"]
         if row["verdict"] == "holds":  # the default contract: eps 0.1, gamma 0.5

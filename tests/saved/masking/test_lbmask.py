@@ -161,7 +161,7 @@ def test_every_objective_is_zero_or_minimal_at_the_reference(objective: str) -> 
     )
     exact = reference.expand(3, -1, -1).clone()
     at_reference = float(objective_loss(objective, exact, targets, components))  # type: ignore[arg-type]
-    if objective in ("match", "kl", "aggregate", "aggregate-match", "hinge"):
+    if objective in ("match", "kl", "aggregate", "aggregate-match", "hinge", "score"):
         assert at_reference == pytest.approx(0.0, abs=1e-6)
     noisy = exact + 0.3 * torch.randn_like(exact)
     if objective not in ("bce", "bce-plain", "tie", "ce"):  # these reward confidence
@@ -209,6 +209,37 @@ def test_the_cross_entropy_objective_is_aggregate_plus_the_decided_class_loss() 
     expected = float(objective_loss("aggregate", table, targets, components))
     expected += float((per * targets.weights).sum() / targets.weights.sum())
     assert float(objective_loss("ce", table, targets, components)) == pytest.approx(expected)
+
+
+def test_the_score_objective_fits_each_component_on_its_own() -> None:
+    """Three classes, two samples of weights 1 and 3, scale 2. Component 0's own score (its
+    logit 0, the paper's aggregator) is off by +1 on the first sample and -2 on the second:
+    per sample the mean over the three components of ((s - r) / 2)^2 is 0.25 / 3 and 1 / 3,
+    weighted (0.25 / 3 + 3 / 3) / 4. A component's loss reads only its own score, so moving
+    component 1's logits leaves component 0's gradient as it was; under ``"aggregate"``, which
+    compares the scores across components, it does not."""
+    components = ClassComponents(3)
+    reference = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.5, 3.0]])
+    targets = ObjectiveTargets(
+        reference, torch.tensor([1.0, 3.0]), torch.zeros(2, dtype=torch.bool), torch.ones(3), 2.0
+    )
+    table = reference.expand(3, -1, -1).clone()
+    table[0, :, 0] += torch.tensor([1.0, -2.0])
+    expected = (0.25 / 3 + 3 * 1.0 / 3) / 4
+    assert float(objective_loss("score", table, targets, components)) == pytest.approx(expected)
+
+    def first_gradient(objective: str, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.clone().requires_grad_(True)
+        objective_loss(objective, logits, targets, components).backward()  # type: ignore[arg-type]
+        assert logits.grad is not None
+        return logits.grad[0]
+
+    moved = table.clone()
+    moved[1, :, 1] += 1.5  # component 1's own score rises on both samples
+    assert torch.equal(first_gradient("score", table), first_gradient("score", moved))
+    assert not torch.allclose(
+        first_gradient("aggregate", table), first_gradient("aggregate", moved)
+    )
 
 
 def test_natural_boundary_rows_are_the_mined_points_and_the_low_margin_samples() -> None:
