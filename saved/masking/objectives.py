@@ -36,7 +36,8 @@ others stay available for comparison:
   built on it) couple them: where every component's score sags, each one's best move is to
   sag too, and adding back one unit a component needs makes its own score stand out and
   raises the loss. On a network decomposable by construction (benchmarks/cotrain_probe.py
-  ``--blocks``) that coupling kept LBMask at held-out Dis 0.28 while ``"score"`` reached 0.01.
+  ``--blocks``), after 400 steps, that coupling left LBMask at held-out Dis 0.28 where
+  ``"score"`` reached 0.01 (docs/DECISIONS.md, LBMask).
 
 Samples are weighted by ``weights`` (boundary samples up-weighted by the trainer).
 """
