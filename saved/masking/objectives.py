@@ -131,9 +131,12 @@ def objective_loss(
     if objective == "kl":
         per_component = _kl(reference.unsqueeze(0), logits, temperature)  # [K, B]
         return _weighted_mean(per_component.T, weights)
-    match = _weighted_mean(((m - reference_m) / targets.scale).pow(2), weights)
+
+    def match() -> Tensor:  # only "match" and "aggregate-match" read it
+        return _weighted_mean(((m - reference_m) / targets.scale).pow(2), weights)
+
     if objective == "match":
-        return match
+        return match()
     scores, reference_scores = components.scores(m), components.scores(reference_m)
     if objective == "score":
         return _weighted_mean(((scores - reference_scores) / targets.scale).pow(2), weights)
@@ -141,7 +144,7 @@ def objective_loss(
     if objective == "aggregate":
         return aggregate
     if objective == "aggregate-match":
-        return aggregate + match
+        return aggregate + match()
     decided = reference_scores.argmax(-1)  # the class the reference's aggregator picks
     if objective == "hinge":
         gap = _score_gap(scores, decided)
