@@ -27,7 +27,13 @@ Both aggregators are measured on the same masks. Questions:
 * Q5 learning rate (``mlp-unseen``): learning curves for each rate of ``RATES``, several seeds;
 * Q6 decomposition data (``mlp-unseen``): held-out Dis against the number of decomposition
   samples (learning curves over data), drawn from (a) the model's training samples, (b) samples
-  it never saw; both certified on the same 297 unseen digits, disjoint from both.
+  it never saw; both certified on the same 297 unseen digits, disjoint from both;
+* Q7 the defaults, one change at a time: the library's defaults (automatic stopping), each
+  setting of :data:`PREVIOUS` put back to its value before issue 37's rerun, and all of them
+  together (the previous defaults).
+
+Q1, Q3 and Q5 run fixed step counts with the library's other settings (its boundary rows and
+overlap hinge among them).
 
     .venv/bin/python benchmarks/lbmask_study.py              # ~60 min, writes docs/STUDY.md
     .venv/bin/python benchmarks/lbmask_study.py --smoke --out /tmp/STUDY.md   # CI, a minute
@@ -77,27 +83,46 @@ class Plan:
     rates: tuple[float, ...] = ()  # Q5: learning curves at each learning rate
     sizes: tuple[int, ...] = ()  # Q6: decomposition sizes, from training and unseen samples
     size_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # Q6's seeds: its |B| is half the others'
+    ablation_seeds: tuple[int, ...] = (0,)  # Q7's seeds (seed 0 of the defaults is Q4's row)
+    ablation_full: bool = True  # Q7: every variant; False: the defaults and the previous ones
 
 
 ALL = ("bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match", "score")
 #: Every objective a table may show: ALL plus the flip-aware ones (issue 37), run on mlp-unseen.
 SHOWN = (*ALL, "hinge", "ce")
-#: The objective Q1-Q5 measure the others against (the library's, :data:`LIBRARY`, since the
-#: first run of this study; docs/DECISIONS.md says why issue 37's rows did not change it).
-DEFAULT = "aggregate"
+#: The objective Q1-Q5 measure the others against: the library's own (``"score"`` since
+#: issue 37's rerun; ``"aggregate"`` before, docs/DECISIONS.md says why it changed).
 LIBRARY = LBMaskConfig().objective
+DEFAULT = LIBRARY
 #: Q1 compares objectives with one quota per unit kind; Q3 runs the default objective with
 #: per-group quotas too. The library's "auto" allocation (Q4) resolves per model.
 ALLOCATION, OTHER_ALLOCATION = "kind", "group"
 SHORT = (25, 50, 100, 200)
+#: Q7: the settings issue 37's rerun changed, at their previous defaults
+PREVIOUS: dict[str, Any] = {
+    "objective": "aggregate",
+    "boundary_set": "rows",
+    "overlap_limit": None,
+    "stop_on": "loss",
+}
+DIGITS_SEEDS = (0, 1, 2, 3, 4)
 
 PLANS: dict[str, Plan] = {
-    "mlp-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800, 1600), 128),
-    "cnn-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800), 64),
+    "mlp-digits": Plan(
+        ALL, (0, 1), (25, 50, 100, 200, 400, 800, 1600), 128, ablation_seeds=DIGITS_SEEDS
+    ),
+    "cnn-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800), 64, ablation_seeds=DIGITS_SEEDS),
     "vit-fmnist": Plan(ALL, (0,), (25, 50, 100, 200, 400), 32),
-    "minilm-debian4": Plan(("bce", "kl", "tie", "aggregate", "score"), (0,), SHORT, 32),
-    "resnet18-fmnist": Plan(("bce", "kl", "aggregate", "score"), (0,), SHORT, 32),
-    "minilm-debian14": Plan(("bce", "kl", "aggregate", "score"), (0,), SHORT, 32),
+    # the large models: Q7 with the defaults and the previous ones only (a run is minutes)
+    "minilm-debian4": Plan(
+        ("bce", "kl", "tie", "aggregate", "score"), (0,), SHORT, 32, ablation_full=False
+    ),
+    "resnet18-fmnist": Plan(
+        ("bce", "kl", "aggregate", "score"), (0,), SHORT, 32, ablation_full=False
+    ),
+    "minilm-debian14": Plan(
+        ("bce", "kl", "aggregate", "score"), (0,), SHORT, 32, ablation_full=False
+    ),
     "mlp-unseen": Plan(
         ("aggregate", "hinge", "ce", "score"),
         (0, 1, 2),
@@ -106,6 +131,7 @@ PLANS: dict[str, Plan] = {
         allocation=False,
         rates=(0.01, 0.02, 0.05),
         sizes=(75, 150, 300, 600, 1200),
+        ablation_seeds=DIGITS_SEEDS,
     ),
 }
 #: Q6's unseen decomposition samples come from this many of the 597 unseen digits; the rest
@@ -124,6 +150,7 @@ def smoke_plan(plan: Plan) -> Plan:
         rates=plan.rates[:2],
         sizes=tuple(n // 20 for n in plan.sizes[:2]),
         size_seeds=(0,),
+        ablation_seeds=(0,),
     )
 
 
@@ -277,6 +304,7 @@ def run(bench: Bench, config: LBMaskConfig, seed: int, checkpoints: tuple[int, .
         "steps": config.steps,
         "batch": config.batch_size,
         "lr": config.lr,
+        "settings": {name: getattr(config, name) for name in PREVIOUS},
         "seed": seed,
         "curve": curve,
         "seconds": round(seconds, 1),
@@ -359,7 +387,27 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
                 rows.append(cached("rate", bench, config, seed, plan.checkpoints, smoke))
         if plan.sizes:
             rows += data_rows(bench, plan, auto, smoke)
+        rows += ablation_rows(bench, plan, auto, smoke)
     return {"benches": benches, "rows": rows}
+
+
+def ablations(full: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """Q7's variants: the defaults, each of :data:`PREVIOUS` alone (``full``), and all of
+    them."""
+    one = [(f"{name}={value}", {name: value}) for name, value in PREVIOUS.items()] if full else []
+    return [("defaults", {}), *one, ("previous defaults", dict(PREVIOUS))]
+
+
+def ablation_rows(bench: Bench, plan: Plan, config: LBMaskConfig, smoke: bool) -> list[dict]:
+    """Q7: automatic stopping with the library's defaults and with each variant of
+    :func:`ablations`, on every seed of ``plan.ablation_seeds``."""
+    rows = []
+    for variant, changes in ablations(plan.ablation_full):
+        for seed in plan.ablation_seeds:
+            question = "auto" if not changes and seed == 0 else "ablation"  # Q4's row: reused
+            row = cached(question, bench, replace(config, **changes), seed, (), smoke)
+            rows.append({**row, "question": "ablation", "variant": variant})
+    return rows
 
 
 def data_rows(bench: Bench, plan: Plan, config: LBMaskConfig, smoke: bool) -> list[dict]:
@@ -558,7 +606,50 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
             + "; ".join(cells)
             + "."
         )
+    ablation = select(rows, question="ablation")
+    if ablation:
+        parts = []
+        for model in dict.fromkeys(r["model"] for r in ablation):
+            means = {
+                variant: mean_final(select(ablation, model=model, variant=variant))
+                for variant, _ in ablations()
+                if select(ablation, model=model, variant=variant)
+            }
+            seeds = len(select(ablation, model=model, variant="defaults"))
+            parts.append(
+                f"{model} ({seeds} seed{'s' if seeds > 1 else ''}): "
+                + ", ".join(f"{variant} {value:.4f}" for variant, value in means.items())
+            )
+        text["Q7 the defaults, one change at a time"] = (
+            "Held-out boundary Dis (paper aggregator, automatic stopping, mean over seeds) of "
+            "the library's defaults, of each setting put back to its previous default, and of "
+            "all of them put back: " + "; ".join(parts) + "."
+        )
     return text
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Q7 per model, variant and seed."""
+    ablation = select(rows, question="ablation")
+    if not ablation:
+        return []
+    lines = ["", "## Q7: the defaults, one change at a time (automatic stopping)", ""]
+    lines += [
+        "Every row runs the library's defaults with the one change its variant names "
+        f"(previous defaults: {', '.join(f'`{k}={v}`' for k, v in PREVIOUS.items())}).",
+        "",
+        "| model | variant | seed | Dis paper | Dis margin | max overlap | stopped | steps run "
+        "| best step | seconds |",
+        "|" + " --- |" * 10,
+    ]
+    for row in ablation:
+        last, run = row["curve"][-1], row["run"]
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {row['seed']} | {last['paper']:.4f} | "
+            f"{last['margin']:.4f} | {last['overlap']:.4f} | {run['stopped']} | "
+            f"{run['steps_run']} | {run['best_step']} | {row['seconds']} |"
+        )
+    return lines
 
 
 def rate_and_data_tables(rows: list[dict[str, Any]]) -> list[str]:
@@ -655,6 +746,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"{last['overlap']:.4f} |"
         )
     lines += rate_and_data_tables(results["rows"])
+    lines += ablation_table(results["rows"])
     lines += ["", *kept_note(results)]
     lines += [
         "",

@@ -1,6 +1,7 @@
 """A residual CNN on digit images: like the paper's vision models, it does not decompose under
-structured masks — the semantic axis fails, and the masks that come closest share more units
-than gamma allows. An example of asserting a known failure."""
+structured masks — the semantic axis fails: most boundary decisions of the components differ
+from the model's (LBMask's overlap hinge keeps their supports near gamma meanwhile). An example
+of asserting a known failure."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ MODEL = trained(
 
 
 @pytest.mark.decomposable(eps=0.1, gamma=0.6, eta=0.3)
-def test_cnn_fails_the_semantic_and_structural_axes() -> None:
+def test_cnn_fails_the_semantic_axis() -> None:
     with pytest.raises(ContractViolation) as failure:
         assert_decomposable(MODEL, X, labels=Y, lbmask=LBMaskConfig(steps=150, batch_size=32))
-    assert failure.value.report.failed_axes == ["semantic", "structural"]
+    report = failure.value.report
+    assert report.failed_axes[0] == "semantic"
+    assert report.disagreement > 0.5  # not a near miss: half the boundary decisions flip
 
 
 def test_hypothesis_shows_where_the_cnn_decomposition_breaks(decompose_engine) -> None:

@@ -123,7 +123,11 @@ class Engine:
             if k not in ("progress", "labels", "device", "contract", "reference")
         }
         if contract is not None:  # only what the masks depend on: one decomposition serves
-            settings["contract"] = contract.shaping_masks(kwargs.get("sparsity"))  # every contract
+            # every contract that agrees on those
+            # (LBMask's default overlap hinge aims below gamma; a scored method with it in the
+            # key only shares less)
+            overlap = (kwargs.get("lbmask") or saved.LBMaskConfig()).overlap_limit == "contract"
+            settings["contract"] = contract.shaping_masks(kwargs.get("sparsity"), overlap=overlap)
         key = self.cache_key(model, data, kwargs.get("labels"), settings, kwargs["device"])
         path = self.cache_dir / f"{key}.safetensors"
         with self._locked(key):

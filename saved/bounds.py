@@ -84,16 +84,17 @@ class Contract:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def shaping_masks(self, sparsity: object) -> dict[str, Any]:
+    def shaping_masks(self, sparsity: object, *, overlap: bool = False) -> dict[str, Any]:
         """The thresholds a decomposition's *masks* depend on, for a cache key.
 
         None for a fixed sparsity: the thresholds only judge the masks (:func:`saved.evaluate`).
         With ``sparsity="auto"`` each component's sparsity is chosen against the contract, and
         the four thresholds :func:`saved.masking.adaptive.adaptive_sparsity` reads are returned.
+        ``overlap``: the masks are learned under an overlap hinge set from gamma (LBMask's
+        ``overlap_limit="contract"``, the default), so gamma is returned too.
         """
-        if sparsity != "auto":
-            return {}
-        return {name: getattr(self, name) for name in ADAPTIVE_FIELDS}
+        names = ADAPTIVE_FIELDS if sparsity == "auto" else ("gamma",) if overlap else ()
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Contract:

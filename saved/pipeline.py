@@ -108,7 +108,8 @@ def decompose(
     Args:
         method: one of :data:`METHODS`.
         contract: recorded with the decomposition (the thresholds are applied by
-            :func:`evaluate`).
+            :func:`evaluate`); LBMask's overlap hinge (``lbmask.overlap_limit="contract"``,
+            the default) aims below its gamma.
         sparsity: the target fraction of units each component drops, in (0, 1); or
             ``"auto"`` (LBMask only): masks are learned at ``lbmask.sparsity`` and each
             component then gets the largest sparsity >= ``contract.eta`` that keeps the
@@ -153,6 +154,7 @@ def decompose(
     if adaptive and chosen.masks is not None:
         raise ValueError(f"sparsity: 'auto' needs learned masks (lbmask), not {method!r}")
     contract = contract or Contract()
+    config = config.for_contract(contract)  # the overlap hinge aims below this contract's gamma
     sampled, positions, total = sample_with_positions(
         data, labels, max_samples=max_samples, seed=seed, keep=keep
     )

@@ -189,6 +189,8 @@ class MaskTrainer:
         ranks: Ranks | None = None,
     ) -> None:
         self.config, self.space, self.components = config, space, components
+        limit = config.for_contract().overlap_limit  # "contract" here: the default contract's
+        self._overlap_limit = float(limit) if limit is not None else None
         self.ranks = ranks
         self.calibration = calibration
         self.generator = torch.Generator().manual_seed(seed)
@@ -213,6 +215,7 @@ class MaskTrainer:
         if sources.shape != (n,):
             raise ValueError(f"sources: expected one sample index per row ({n})")
         self.boundary = boundary_rows(self.reference, sources, config)
+        self.natural = sources == torch.arange(n)  # the data samples, not mined points
         self.weights = torch.where(self.boundary, config.boundary_weight, 1.0)
         targets = components.binary_targets(self.reference.argmax(1)).float()
         positives = targets.sum(0)
@@ -363,8 +366,8 @@ class MaskTrainer:
         target = self._target_keep if self.ramped else self.keep_fraction(sparsity)
         penalty = (kept - target).pow(2).sum(1).mean()
         total = loss + config.sparsity_weight * penalty
-        if config.overlap_limit is not None and masks.shape[0] > 1:
-            total = total + config.overlap_weight * overlap_excess(masks, config.overlap_limit)
+        if self._overlap_limit is not None and masks.shape[0] > 1:
+            total = total + config.overlap_weight * overlap_excess(masks, self._overlap_limit)
         total.backward()
         if self.ranks is not None:
             grad = self.logits.grad
@@ -376,19 +379,30 @@ class MaskTrainer:
         return float(total.detach())
 
     @torch.no_grad()
-    def validation_loss(self) -> float:
-        """The objective of the current hard masks on the held-out rows."""
+    def validation(self) -> tuple[float, float]:
+        """The current hard masks on the held-out rows: the share of data samples among them
+        whose decomposed prediction differs from the model's (what the contract counts;
+        weighted as in the objective, boundary samples by ``boundary_weight``), and the
+        objective on every row. Mined points do not count as flips: they sit on the
+        boundary, where the model's own decision is a coin toss between two classes, and
+        with their weight they made the share noise (digits MLP: a run stopped at step 25,
+        held-out Dis 0.15 against 0.02 by the objective)."""
         if self.validation_rows is None:
-            raise ValueError("validation_loss: only runs with steps='auto' hold rows out")
+            raise ValueError("validation: only runs with steps='auto' hold rows out")
         config = self.config
         masks = self.space.binarise(self.logits, config.sparsity, config.allocation).float()
-        total, weight = 0.0, 0.0
+        loss, weight, flips, samples = 0.0, 0.0, 0.0, 0.0
         for start in range(0, self.validation_rows.numel(), config.batch_size):
             rows = self.validation_rows[start : start + config.batch_size]
-            share = float(self.weights[rows].sum())
-            total += float(self._loss(self._component_logits(masks, rows), rows)) * share
-            weight += share
-        return total / weight
+            logits = self._component_logits(masks, rows).float()
+            weights = self.weights[rows]
+            loss += float(self._loss(logits, rows)) * float(weights.sum())
+            weight += float(weights.sum())
+            flipped = self.components.predict(logits).cpu() != self.reference[rows].argmax(1)
+            natural = self.natural[rows]
+            flips += float(weights[flipped & natural].sum())
+            samples += float(weights[natural].sum())
+        return flips / max(samples, 1e-12), loss / weight
 
 
 #: Activation elements one masked pass may produce before components are split into chunks.

@@ -324,7 +324,26 @@ def test_lbmask_study_smoke(
     )
     assert set(result["benches"]) == {"mlp-digits", "vit-fmnist", "minilm-debian4", "mlp-unseen"}
     questions = {row["question"] for row in result["rows"]}
-    assert questions == {"objective", "allocation", "auto", "rate", "data"}
+    assert questions == {"objective", "allocation", "auto", "rate", "data", "ablation"}
+    # Q7: per model, the defaults and each previous setting, alone and together (one seed);
+    # the defaults' row is Q4's, and every variant runs the configuration it names
+    ablation = [r for r in result["rows"] if r["question"] == "ablation"]
+    # mlp-digits, vit-fmnist and mlp-unseen every variant; minilm-debian4 two
+    assert len(ablation) == 3 * 6 + 2
+    previous = {  # the defaults before issue 37's rerun
+        "objective": "aggregate",
+        "boundary_set": "rows",
+        "overlap_limit": None,
+        "stop_on": "loss",
+    }
+    for row in ablation:
+        changed = {k for k in previous if row["settings"][k] == previous[k]}
+        variant = row["variant"]
+        expected = set(previous) if variant == "previous defaults" else set()
+        expected |= {variant.split("=")[0]} if "=" in variant else set()
+        assert changed == expected, (variant, row["settings"])
+    auto = {r["model"]: r["curve"] for r in result["rows"] if r["question"] == "auto"}
+    assert all(r["curve"] == auto[r["model"]] for r in ablation if r["variant"] == "defaults")
     # Q6: both sources at each smoke size, certified on the same unseen digits (one |B|)
     data = [r for r in result["rows"] if r["question"] == "data"]
     assert {(r["source"], r["n"]) for r in data} == {
@@ -345,6 +364,7 @@ def test_lbmask_study_smoke(
         "Q4 budget",
         "Q5 learning rate",
         "Q6 decomposition data",
+        "Q7 the defaults, one change at a time",
     ):
         assert question in text
     assert "Code: commit " in text

@@ -48,9 +48,10 @@ def _results(pytester: pytest.Pytester) -> list[dict]:
 
 
 def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> None:
-    """The masks of a fixed sparsity do not depend on the thresholds: three contracts, one
-    LBMask run. ``sparsity="auto"`` chooses sparsities against eps, so its two contracts with
-    different eps are two runs."""
+    """The masks of a fixed sparsity depend on no threshold but gamma (LBMask's overlap hinge
+    aims below it): three contracts that differ elsewhere, one LBMask run; another gamma, a
+    run of its own. ``sparsity="auto"`` chooses sparsities against eps, so its two contracts
+    with different eps are two runs."""
     _write(
         pytester,
         """
@@ -58,8 +59,9 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
             loose = assert_decomposable(MODEL, X, eps=1.0, gamma=1.0, lbmask=QUICK)
             with pytest.raises(AssertionError):
                 assert_decomposable(MODEL, X, eps=0.01, gamma=1.0, lbmask=QUICK)
-            other = assert_decomposable(MODEL, X, eps=1.0, gamma=0.99, eta=0.1, lbmask=QUICK)
+            other = assert_decomposable(MODEL, X, eps=1.0, gamma=1.0, eta=0.1, lbmask=QUICK)
             assert loose.overlap == other.overlap  # the same masks, judged twice
+            assert_decomposable(MODEL, X, eps=1.0, gamma=0.99, lbmask=QUICK)  # learned anew
 
         def test_auto_depends_on_eps():
             for eps in (1.0, 0.9):
@@ -73,18 +75,20 @@ def test_three_contracts_share_one_decomposition(pytester: pytest.Pytester) -> N
     cold.assert_outcomes(passed=2)
     cold.stdout.fnmatch_lines(
         [
-            "*cache: 2 hits, 3 decompositions computed*",
-            "*baselines: 5 missing*",  # no baseline files: the checks pass, counted
+            "*cache: 2 hits, 4 decompositions computed*",
+            "*baselines: 6 missing*",  # no baseline files: the checks pass, counted
         ]
     )
     results = _results(pytester)
-    assert [r["timing"]["cached"] for r in results] == [False, False, False, True, True]
+    cached = [False, False, False, True, True, False]
+    assert [r["timing"]["cached"] for r in results] == cached
     # each report judges by its own contract, recorded as the one the check used
-    assert [r["report"]["contract"]["eps"] for r in results] == [1.0, 0.9, 1.0, 0.01, 1.0]
+    assert [r["report"]["contract"]["eps"] for r in results] == [1.0, 0.9, 1.0, 0.01, 1.0, 1.0]
+    assert [r["report"]["contract"]["gamma"] for r in results][-3:] == [1.0, 1.0, 0.99]
     warm = pytester.runpytest_inprocess("-p", "no:randomly")
-    warm.stdout.fnmatch_lines(["*cache: 5 hits, 0 decompositions computed*"])
+    warm.stdout.fnmatch_lines(["*cache: 6 hits, 0 decompositions computed*"])
     entries = sorted((pytester.path / ".pytest_cache" / "d" / CACHE_NAME).glob("*.safetensors"))
-    assert len(entries) == 3
+    assert len(entries) == 4
 
 
 # --------------------------------------------------------------------------- the CI recipe
