@@ -712,6 +712,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"{bench['n_held_out']} | {bench['n_boundary']} | {bench['mining_s']} | "
             f"{bench['recipe']} |"
         )
+    missing = [name for name in PLANS if name not in results["benches"]]
+    if missing:
+        lines += [
+            "",
+            "Not in this run (the study plans them; `--only` left them out): "
+            f"{', '.join(missing)}.",
+        ]
     text = conclusions(results)
     lines += ["", "## Conclusions", ""]
     lines += [f"**{question}.** {paragraph}\n" for question, paragraph in text.items()]
