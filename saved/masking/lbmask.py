@@ -10,21 +10,25 @@ that a ReLU after it passes the gradient of switching it back on
 gradients for the mask logits only, never for weights; BatchNorm stays in eval mode and dropout
 is off.
 
-Loss: the objective (:mod:`saved.masking.objectives`; low-margin samples — the lowest
-``boundary_quantile`` of reference margins, boundary points among them — weighted by
-``boundary_weight``) plus ``sparsity_weight`` times the squared distance of each quota block's
-mean ``p`` to its kept fraction.
+Loss: the objective (:mod:`saved.masking.objectives`; the boundary rows weighted by
+``boundary_weight``: by default every mined boundary point and the low-margin data samples the
+contract's own rule picks, :func:`saved.masking.trainer.boundary_rows`) plus
+``sparsity_weight`` times the squared distance of each quota block's mean ``p`` to its kept
+fraction, plus ``overlap_weight`` times a hinge on the components' pairwise Jaccard overlap
+above ``overlap_limit`` (by default 0.9 x the contract's gamma).
 
 Steps: a fixed number, or ``"auto"``: a seeded ``validation_fraction`` of the calibration
 samples (with the boundary points mined from them) is held out and measured every
 ``eval_every`` steps, and training stops when it has not improved for ``patience``
 measurements, after ``max_steps``, or when ``time_budget`` seconds are spent; the logits of the
-best measurement are returned. ``stop_on="flips"`` (the default) measures the weighted share
-of held-out rows whose decomposed prediction differs from the model's, the objective breaking
-ties; ``"loss"`` the objective alone. The objective is a poor judge of masks: on a network
-decomposable by construction (benchmarks/cotrain_probe.py ``--blocks``), ``"score"``'s held-out
-loss was lowest at step 25, where 36 % of the held-out rows flipped, against 4 % at step 100
-with a higher loss (docs/DECISIONS.md, LBMask). With fewer than ``MIN_SOURCES`` data samples
+best measurement are returned. ``stop_on="flips"`` (the default) keeps the measurement with
+the smallest weighted share of held-out data samples (not mined points) whose decomposed
+prediction differs from the model's, the objective breaking ties, and counts a measurement as
+progress while either that share or the objective improves; ``"loss"``: the objective
+alone. The objective is a poor judge of masks: on a network decomposable by construction
+(benchmarks/cotrain_probe.py ``--blocks``), ``"score"``'s held-out loss was lowest at step 25,
+where 36 % of the held-out rows flipped, against 4 % at step 100 with a higher loss
+(docs/DECISIONS.md, LBMask). With fewer than ``MIN_SOURCES`` data samples
 nothing is held out and ``"auto"`` runs ``max_steps`` (or until ``time_budget``).
 
 Initialisation ``alpha`` in [0, 1]: ``logit = alpha * z(norm) + noise`` with ``z`` the unit weight
@@ -66,7 +70,8 @@ class MaskRun:
     """The outcome of one mask-learning run.
 
     ``history`` has one entry per validation measurement (``"auto"`` steps) with the step, the
-    held-out objective and the seconds spent; ``stopped`` says why the run ended: ``"steps"``
+    held-out flip share (``"flips"``), the held-out objective (``"validation"``) and the seconds
+    spent; ``stopped`` says why the run ended: ``"steps"``
     (the fixed count), ``"converged"`` (no held-out improvement for ``patience``
     measurements), ``"max_steps"`` or ``"time_budget"``.
     """
