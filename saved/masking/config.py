@@ -90,6 +90,11 @@ class LBMaskConfig:
                 f"ramp: {self.ramp} steps leave none at the target sparsity within "
                 f"{self.step_limit} steps; raise max_steps (or steps) or lower ramp"
             )
+        if isinstance(self.overlap_limit, str) and self.overlap_limit != "contract":
+            raise ValueError(
+                "overlap_limit: expected a number in (0, 1), 'contract' or None, got "
+                f"{self.overlap_limit!r}"
+            )
         if self.overlap_limit is not None and self.overlap_limit != "contract":
             check_in("overlap_limit", self.overlap_limit, "(0, 1)")
         check_positive("overlap_weight", self.overlap_weight)

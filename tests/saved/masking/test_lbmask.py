@@ -126,6 +126,8 @@ def test_initialisation_alpha(digits_setup) -> None:
         ({"ramp": -1}, "ramp: expected a whole number of steps >= 0"),
         ({"ramp": 400}, "ramp: 400 steps leave none at the target sparsity within 400 steps"),
         ({"overlap_limit": 1.0}, r"overlap_limit: expected a value in \(0, 1\)"),
+        ({"overlap_limit": "gamma"}, "overlap_limit: expected a number in \\(0, 1\\), 'contract'"),
+        ({"stop_on": "dis"}, "stop_on: expected 'flips' or 'loss', got 'dis'"),
         ({"overlap_weight": 0.0}, "overlap_weight: expected a number > 0"),
     ],
 )
