@@ -152,6 +152,8 @@ def train(
     extra: float = 0.0,
     masks_seed: int = 0,
     share: float | None = None,
+    soft: float = 0.0,
+    prox: float = 0.0,
 ) -> tuple[nn.Module, UnitSpace, Tensor]:
     """The CNN trained on ``(x, y)``; with ``weight > 0`` copy k of each step keeps the class
     mask ``S_k`` plus each other unit with probability ``extra``. With ``share``, the network is
@@ -163,6 +165,9 @@ def train(
         masks = class_masks(space, 10, masks_seed)
     else:
         allowed, masks = wiring(model, space, 10, share)
+    crossing = [(p, ~m) for p, m in allowed]
+    if soft > 0 or prox > 0:
+        allowed = []  # the wiring is asked for by the loss, not enforced
     project(allowed)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)  # the batches: the same for every weight
@@ -176,11 +181,23 @@ def train(
             spare = torch.rand(masks.shape, generator=spares) < extra
             scores = component_scores(space, model, masks | spare, x[index])
             loss = loss + weight * (scores - logits).pow(2).mean()
+        if soft > 0:
+            loss = loss + soft * sum(p[m].abs().mean() for p, m in crossing)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         project(allowed)
+        if prox > 0:
+            shrink(crossing, prox)
     return model.eval(), space, masks
+
+
+@torch.no_grad()
+def shrink(crossing: list[tuple[Tensor, Tensor]], step: float) -> None:
+    """Soft-threshold the cross-block weights by ``step`` (a proximal L1 step)."""
+    for parameter, mask in crossing:
+        cut = parameter[mask]
+        parameter[mask] = cut.sign() * (cut.abs() - step).clamp(min=0)
 
 
 @torch.no_grad()
@@ -218,6 +235,18 @@ def main() -> None:
         "--blocks", default="", help="shared fraction per block-wired row (comma list)"
     )
     parser.add_argument(
+        "--soft",
+        type=float,
+        default=0.0,
+        help="block rows: an L1 penalty of this weight on cross-block weights instead of zeroing",
+    )
+    parser.add_argument(
+        "--prox",
+        type=float,
+        default=0.0,
+        help="block rows: soft-threshold cross-block weights by this after every step",
+    )
+    parser.add_argument(
         "--extra", type=float, default=0.5, help="share of the other units copy k also keeps"
     )
     parser.add_argument(
@@ -248,11 +277,15 @@ def main() -> None:
             weight=weight,
             extra=args.extra,
             share=share,
+            soft=args.soft,
+            prox=args.prox,
         )
         trained_s = time.perf_counter() - started
         with torch.no_grad():
             accuracy = float((model(held.tensor).argmax(1) == held.labels).float().mean())
         row: dict[str, Any] = {"weight": weight, "extra": args.extra, "blocks": share}
+        row.update(soft=args.soft if share is not None else 0.0)
+        row.update(prox=args.prox if share is not None else 0.0)
         row.update(steps=steps, width=wide, accuracy=round(accuracy, 4))
         row.update(train_s=round(trained_s, 1))
         row.update(oracle(model, space, masks, held.tensor))

@@ -36,9 +36,11 @@ from .masking.lbmask import LBMaskConfig
 from .modularity import ModularityPenalty, modularity_penalty
 from .pipeline import METHODS, LittleDataWarning, check, decompose, evaluate
 from .report import ContractReport, Counterexample, SampleSplit, html_page, render_report
+from .wiring import BlockWiring
 
 __all__ = [
     "METHODS",
+    "BlockWiring",
     "BoundaryConfig",
     "ClassComponents",
     "ContinuousForm",

@@ -228,11 +228,15 @@ def train_classifier(
     batch_size: int = 128,
     seed: int = 0,
     modularity: float = 0.0,
+    wiring: float = 0.0,
 ) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy (plus ``modularity`` times
-    :class:`saved.modularity.ModularityPenalty` when above 0); returns it in eval mode."""
+    :class:`saved.modularity.ModularityPenalty` when above 0; with ``wiring`` above 0, a
+    :class:`saved.wiring.BlockWiring` proximal step of that size after every optimiser step);
+    returns it in eval mode."""
     from ._runtime import forward_logits
     from .modularity import ModularityPenalty
+    from .wiring import BlockWiring
 
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -241,6 +245,10 @@ def train_classifier(
     if modularity > 0:
         example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
         penalty = ModularityPenalty(model, example)
+    blocks = None
+    if wiring > 0:
+        example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
+        blocks = BlockWiring(model, example)
     model.train()
     for _ in range(steps):
         index = torch.randint(0, n, (min(batch_size, n),), generator=generator)
@@ -253,6 +261,8 @@ def train_classifier(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if blocks is not None:
+            blocks.shrink(wiring)
     optimiser.zero_grad(set_to_none=True)
     return model.eval()
 

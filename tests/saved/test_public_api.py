@@ -35,6 +35,7 @@ PUBLIC = [
     "LBMaskConfig",
     "LittleDataWarning",
     "ModularityPenalty",
+    "BlockWiring",
     "SameSamplesWarning",
     "SamplePlan",
     "SampleSplit",

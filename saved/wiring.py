@@ -1,0 +1,206 @@
+"""Block wiring for training: a network whose class-wise components exist by construction.
+
+The activity regulariser (:mod:`saved.modularity`) lowers the components' overlap but leaves the
+near-boundary decisions spread over every unit, and no real network trained with it holds the
+contract (docs/CONTROL.md). Block wiring asks for the structure the contract looks for directly,
+on the weights. Every unit group LBMask masks (:class:`saved.masking.units.UnitSpace`: hidden
+neurons, coupled conv channels) is split into a *shared* block, about ``shared`` of its units,
+and one *private* block per class. A weight is *crossing* when it carries a signal out of a
+private block into anything but the same class's block:
+
+* a unit private to class ``k`` reads the shared units and ``k``'s;
+* a shared unit reads only shared units;
+* logit ``k`` reads the shared units of the last layer and ``k``'s.
+
+With every crossing weight at zero, logit ``k`` depends on the shared units and ``k``'s alone
+(:attr:`BlockWiring.masks`), so the component that keeps them reproduces it exactly and the
+decomposition keeps every decision, near-ties included. With ``shared`` at most ``1 / (K + 2)``
+the class masks overlap by at most a third (Jaccard ``s / (s + 2p)``, ``p`` a class's share).
+
+:meth:`BlockWiring.penalty` is the L1 norm of the crossing weights, a term for the training
+loss; :meth:`BlockWiring.shrink` is its proximal step (soft-thresholding), to call after each
+optimiser step. Only the proximal step reaches *exact* zeros: with Adam and the L1 term alone
+the crossing weights hover at about the learning rate, and near-ties still flip (the small CNN of
+``benchmarks/cotrain_probe.py``: boundary Dis 0.085 with the term at weight 300; 0.035 and a
+holding verdict with ``shrink(1e-3)``; docs/CONTROL.md)::
+
+    wiring = saved.BlockWiring(model, x[:2])
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        wiring.shrink(1e-3)
+
+Which weights cross comes from Torch-Pruning's dependency graph: for every unit group, the
+output rows of its producers and the input columns of its consumers (through flattening and
+residual additions). Transformers are refused: their heads and FFN neurons all write into the
+residual stream, which every class shares, so no weight there is private to a class.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._runtime import forward_logits
+from .inputs import as_inputs
+from .masking.discovery import find_classifier
+from .masking.surgery import graph_for
+from .masking.units import UnitSpace
+
+__all__ = ["BlockWiring", "blocks_of"]
+
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def blocks_of(size: int, classes: int, shared: float) -> Tensor:
+    """``[size]`` int: ``-1`` for a unit every class shares, ``k`` for one private to class
+    ``k``: about ``shared`` of the units first, then the rest split evenly between the classes
+    (the remainder shared).
+
+    Raises:
+        ValueError: when ``size`` units cannot give every class one.
+    """
+    if size < classes:
+        raise ValueError(f"a group of {size} units cannot give {classes} classes one unit each")
+    private = max(1, round(size * (1 - shared) / classes))
+    private = min(private, size // classes)
+    owners = torch.full((size,), -1)
+    owners[size - classes * private :] = torch.arange(classes).repeat_interleave(private)
+    return owners
+
+
+class BlockWiring:
+    """The block wiring of one model: which weights cross between class blocks.
+
+    Args:
+        model: the network being trained (an MLP or CNN: a model whose units are neurons or
+            channels).
+        example: one small batch of its inputs, to trace it.
+        shared: the share of every unit group that every class uses, in ``[0, 1)``.
+
+    Raises:
+        ValueError: for a model with attention heads or FFN neurons, a unit group with fewer
+            units than classes, or a grouped (not depthwise) convolution reading a unit group.
+    """
+
+    def __init__(self, model: nn.Module, example: Any, *, shared: float = 0.1) -> None:
+        if not 0 <= shared < 1:
+            raise ValueError(f"shared: expected a share in [0, 1), got {shared!r}")
+        batch = as_inputs(example).without_labels().batch(slice(0, 2))
+        space = UnitSpace.of(model, batch)
+        kinds = {g.kind for g in space.groups} - {"neurons", "channels"}
+        if kinds or any("up" in g.surgery for g in space.groups):
+            raise ValueError(
+                "model: block wiring needs neuron or channel units; this model has attention "
+                "heads or FFN neurons, whose outputs all add into the residual stream every "
+                "class shares, so no weight is private to a class"
+            )
+        twin = copy.deepcopy(model).eval()  # tracing must not touch the user's model
+        with torch.no_grad():
+            self.classes = int(forward_logits(twin, batch).shape[-1])
+        owners: dict[str, Tensor] = {}
+        for group in space.groups:
+            if group.size < self.classes:
+                raise ValueError(
+                    f"model: {group.name} has {group.size} {group.kind}, fewer than its "
+                    f"{self.classes} classes; block wiring gives every class one of its own"
+                )
+            owners[group.surgery["root"]] = blocks_of(group.size, self.classes, shared)
+        rows, columns = _owners(twin, batch, owners)
+        modules = dict(model.named_modules())
+        self.crossing: list[tuple[Tensor, Tensor]] = []
+        for name, column in columns.items():
+            module = modules[name]
+            row = rows.get(name, torch.full((module.weight.shape[0],), -1))
+            self.crossing.append((module.weight, _crossing(module, name, row, column)))
+        self.masks = torch.cat(
+            [
+                (owner == -1) | (owner == torch.arange(self.classes)[:, None])
+                for owner in (owners[g.surgery["root"]] for g in space.groups)
+            ],
+            dim=1,
+        )
+        self.space = space
+
+    def penalty(self) -> Tensor:
+        """The L1 norm of the crossing weights (differentiable), a term for the loss."""
+        return torch.stack(
+            [weight[cross.to(weight.device)].abs().sum() for weight, cross in self.crossing]
+        ).sum()
+
+    @torch.no_grad()
+    def shrink(self, step: float) -> None:
+        """The proximal step of ``step * penalty()``: every crossing weight moves ``step``
+        towards zero and stops there (soft-thresholding). Call it after the optimiser's step."""
+        if not step >= 0:
+            raise ValueError(f"step: expected a step >= 0, got {step!r}")
+        for weight, cross in self.crossing:
+            cut = weight[cross.to(weight.device)]
+            weight[cross.to(weight.device)] = cut.sign() * (cut.abs() - step).clamp_min(0)
+
+    @torch.no_grad()
+    def leak(self) -> float:
+        """The share of the wired layers' absolute weight that crosses between blocks: 0 when
+        the components reproduce the model exactly."""
+        crossing = sum(float(w[c.to(w.device)].abs().sum()) for w, c in self.crossing)
+        total = sum(float(w.abs().sum()) for w, _ in self.crossing)
+        return crossing / total if total else 0.0
+
+
+def _owners(
+    twin: nn.Module, batch: Any, owners: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The block of every output row (``rows``) and input column (``columns``) of the layers
+    a unit group touches, by layer name; ``-1`` (shared) where no unit is."""
+    names = {module: name for name, module in twin.named_modules()}
+    graph = graph_for(twin, batch)
+    with torch.enable_grad():
+        head = find_classifier(twin, batch)
+    rows: dict[str, Tensor] = {}
+    columns: dict[str, Tensor] = {}
+
+    def blank(store: dict[str, Tensor], name: str, size: int) -> Tensor:
+        return store.setdefault(name, torch.full((size,), -1))
+
+    for group in graph.get_all_groups(ignored_layers=[head], root_module_types=_LAYERS):
+        root = names.get(group[0].dep.target.module)
+        if root not in owners:
+            continue  # a group left out of the units (normalised across channels): shared
+        owner = owners[root]
+        for item in group:
+            module = item.dep.target.module
+            if not isinstance(module, _LAYERS):
+                continue
+            handler = getattr(item.dep.handler, "__name__", "")
+            idxs = torch.tensor([int(i) for i in item.idxs])
+            units = torch.tensor([int(r) for r in item.root_idxs])
+            weight = module.weight
+            if handler == "prune_out_channels":
+                blank(rows, names[module], weight.shape[0])[idxs] = owner[units]
+            elif handler == "prune_in_channels":
+                size = weight.shape[1] * getattr(module, "groups", 1)
+                blank(columns, names[module], size)[idxs] = owner[units]
+    classes = forward_logits(twin, batch).shape[-1]
+    if isinstance(head, _LAYERS) and head.weight.shape[0] == classes:
+        rows[names[head]] = torch.arange(classes)  # logit k is class k's
+    return rows, columns
+
+
+def _crossing(module: nn.Module, name: str, row: Tensor, column: Tensor) -> Tensor:
+    """``module.weight``-shaped bool: the weights from a private block into another block."""
+    weight = module.weight
+    groups = getattr(module, "groups", 1)
+    if groups > 1:
+        if groups == weight.shape[0] == column.numel():
+            return torch.zeros(weight.shape, dtype=torch.bool)  # depthwise: a unit reads itself
+        raise ValueError(
+            f"model: the grouped convolution {name} reads a unit group; block wiring supports "
+            "plain and depthwise convolutions"
+        )
+    cross = (column[None, :] != -1) & (column[None, :] != row[:, None])
+    return cross.reshape(*cross.shape, *([1] * (weight.dim() - 2))).expand(weight.shape)
