@@ -232,8 +232,8 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy (plus ``modularity`` times
     :class:`saved.modularity.ModularityPenalty` when above 0; with ``wiring`` above 0, a
-    :class:`saved.wiring.BlockWiring` proximal step of that size after every optimiser step);
-    returns it in eval mode."""
+    :class:`saved.wiring.BlockWiring` proximal step of that size after every optimiser step:
+    at least ``lr`` for crossing weights to end at zero); returns it in eval mode."""
     from ._runtime import forward_logits
     from .modularity import ModularityPenalty
     from .wiring import BlockWiring

@@ -19,10 +19,12 @@ the class masks overlap by at most a third (Jaccard ``s / (s + 2p)``, ``p`` a cl
 
 :meth:`BlockWiring.penalty` is the L1 norm of the crossing weights, a term for the training
 loss; :meth:`BlockWiring.shrink` is its proximal step (soft-thresholding), to call after each
-optimiser step. Only the proximal step reaches *exact* zeros: with Adam and the L1 term alone
+optimiser step, of at least the learning rate (Adam moves a weight by up to about the learning
+rate a step, and a smaller shrink leaves it there). Only the proximal step reaches *exact*
+zeros: with Adam and the L1 term alone
 the crossing weights hover at about the learning rate, and near-ties still flip (the small CNN of
 ``benchmarks/cotrain_probe.py``: boundary Dis 0.085 with the term at weight 300; 0.035 and a
-holding verdict with ``shrink(1e-3)``; docs/CONTROL.md)::
+holding verdict with ``shrink(1e-3)`` at learning rate 1e-3; docs/CONTROL.md)::
 
     wiring = saved.BlockWiring(model, x[:2])
     for x, y in loader:
@@ -30,7 +32,7 @@ holding verdict with ``shrink(1e-3)``; docs/CONTROL.md)::
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        wiring.shrink(1e-3)
+        wiring.shrink(1e-3)  # the learning rate (Adam, lr=1e-3)
 
 Which weights cross comes from Torch-Pruning's dependency graph: for every unit group, the
 output rows of its producers and the input columns of its consumers (through flattening and
@@ -136,7 +138,8 @@ class BlockWiring:
     @torch.no_grad()
     def shrink(self, step: float) -> None:
         """The proximal step of ``step * penalty()``: every crossing weight moves ``step``
-        towards zero and stops there (soft-thresholding). Call it after the optimiser's step."""
+        towards zero and stops there (soft-thresholding). Call it after the optimiser's step,
+        with ``step`` at least its learning rate for the crossing weights to end at zero."""
         if not step >= 0:
             raise ValueError(f"step: expected a step >= 0, got {step!r}")
         for weight, cross in self.crossing:

@@ -372,8 +372,9 @@ class ContractReport:
         if self.semantic_holds or self.disagreement <= self.contract.eps:
             return None
         return (
-            "next: Dis itself is above eps; train the model with saved.ModularityPenalty "
-            "(class-wise units the components can keep), or decompose at a lower sparsity"
+            "next: Dis itself is above eps; train the model with saved.BlockWiring (class "
+            "blocks the components keep exactly; MLPs and CNNs) or saved.ModularityPenalty, or "
+            "decompose at a lower sparsity"
         )
 
     def margin_line(self) -> str | None:
