@@ -1,11 +1,13 @@
-"""What the modularity regulariser costs per training step (issue 38).
+"""What the modularity regularisers cost per training step (issue 38).
 
 For each model: one training step with cross-entropy (forward, backward, Adam) against the same
 step with ``saved.ModularityPenalty`` added (its hooks read unit activity during the same
-forward), on the same batch, measured in this run: the median over rounds that alternate the
-two. Models: the digits MLP 64-128-128-10 (batch 128), torchvision's resnet18 on Fashion-MNIST
-images (random init, batch 32, 28x28 resized to 64x64, 3 channels) and a 2-layer BERT on Debian
-short descriptions (batch 32, 32 tokens). Run it with nothing else on the machine.
+forward), and against the plain step followed by ``saved.BlockWiring.shrink`` (the proximal
+step on the weights between class blocks; MLPs and CNNs only), on the same batch, measured in
+this run: the median over rounds that alternate them. Models: the digits MLP 64-128-128-10
+(batch 128), torchvision's resnet18 on Fashion-MNIST images (random init, batch 32, 28x28
+resized to 64x64, 3 channels) and a 2-layer BERT on Debian short descriptions (batch 32, 32
+tokens). Run it with nothing else on the machine.
 
     .venv/bin/python benchmarks/modularity.py [--smoke] [--rounds 5]
 
@@ -25,7 +27,7 @@ import torchvision
 from lbmask import seconds
 from torch import nn
 
-from saved import ModularityPenalty, testing
+from saved import BlockWiring, ModularityPenalty, testing
 from saved._runtime import forward_logits
 from saved.datasets import load_debian, load_fashion_mnist
 
@@ -51,15 +53,29 @@ def ratio(name: str, model: nn.Module, batch: Any, labels: torch.Tensor, rounds:
     example = {k: v[:2] for k, v in batch.items()} if isinstance(batch, dict) else batch[:2]
     penalty = ModularityPenalty(model, example)
     plain, regularised = step(model, batch, labels, None), step(model, batch, labels, penalty)
-    plain(), regularised()  # warm-up
-    plain_s, regularised_s = [], []
+    try:
+        wiring: BlockWiring | None = BlockWiring(model, example)
+    except ValueError:  # heads and FFN neurons: nothing to wire (saved/wiring.py)
+        wiring = None
+
+    def wired() -> None:
+        plain()
+        if wiring is not None:
+            wiring.shrink(1e-3)
+
+    plain(), regularised(), wired()  # warm-up
+    plain_s, regularised_s, wired_s = [], [], []
     for _ in range(rounds):
         plain_s.append(seconds(plain, 3))
         regularised_s.append(seconds(regularised, 3))
+        if wiring is not None:
+            wired_s.append(seconds(wired, 3))
     a, b = statistics.median(plain_s), statistics.median(regularised_s)
+    c = statistics.median(wired_s) if wired_s else None
+    shrink = f", with the wiring step {c * 1e3:.1f} ms: ratio {c / a:.2f}" if c else ""
     print(
         f"{name:9s} units {penalty.space.num_units:6d}: plain step {a * 1e3:.1f} ms, with the "
-        f"penalty {b * 1e3:.1f} ms: ratio {b / a:.2f}"
+        f"penalty {b * 1e3:.1f} ms: ratio {b / a:.2f}{shrink}"
     )
     return {
         "model": name,
@@ -67,6 +83,8 @@ def ratio(name: str, model: nn.Module, batch: Any, labels: torch.Tensor, rounds:
         "plain_s": a,
         "regularised_s": b,
         "ratio": round(b / a, 3),
+        "wiring_s": c,
+        "wiring_ratio": round(c / a, 3) if c else None,
     }
 
 

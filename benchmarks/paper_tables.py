@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import positive_control
 import torch
 from generated import commit, log, provenance, today
 from models import is_cached
@@ -484,6 +485,7 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
             lines.append(f"| {row['model']} | {cells(row)} {rates} |")
     lines += margin_section(results)
     lines += separation_section(results)
+    lines += control_section(results)
     if results.get("phases"):
         lines += ["", "## Time: decomposing MiniLM on the 14-section set, by phase", ""]
         lines += ["| phase | seconds |", "| --- | --- |"]
@@ -493,6 +495,23 @@ def markdown(results: dict[str, Any], command: str, settings: Settings) -> str:
         lines += [f"- {finding}" for finding in results["findings"]]
     lines += ["", f"Whole run: {results['seconds']:.0f} s ({_duration(results['seconds'])}).", ""]
     return "\n".join(lines)
+
+
+def control_section(results: dict[str, Any]) -> list[str]:
+    """Issue 38's positive control, from docs/CONTROL.json as embedded by ``--control`` (its
+    own script, commit and time: it is not one of this run's rows)."""
+    control = results.get("control")
+    if not control:
+        return []
+    return [
+        "",
+        "## Positive control: does modular training give a network that holds? (issue 38)",
+        "",
+        "Computed by `benchmarks/positive_control.py` (docs/CONTROL.md), not by this script; "
+        "embedded here with `--control docs/CONTROL.json`.",
+        "",
+        *positive_control.sections(control, level="###"),
+    ]
 
 
 def findings(results: dict[str, Any]) -> list[str]:
@@ -673,6 +692,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="LBMask batch size")
     parser.add_argument("--render", type=Path, help="rebuild the markdown from a RESULTS.json")
     parser.add_argument(
+        "--control",
+        type=Path,
+        help="embed this positive-control JSON (docs/CONTROL.json) in the results and document",
+    )
+    parser.add_argument(
         "--status",
         action="store_true",
         help="list which rows of the chosen tables this code already has (computes nothing)",
@@ -684,9 +708,14 @@ def main() -> None:
         "written after (default benchmarks/rows; none with --smoke; 'none': the local cache only)",
     )
     args = parser.parse_args()
+    control = json.loads(args.control.read_text()) if args.control else None
     if args.render:
         out = args.out or args.render.with_suffix(".md")
-        out.write_text(render(json.loads(args.render.read_text())))
+        results = json.loads(args.render.read_text())
+        if control is not None:
+            results["control"] = control
+            args.render.write_text(json.dumps(results, indent=1) + "\n")
+        out.write_text(render(results))
         log(f"rendered {out} from {args.render}")
         return
     tables = {t.strip() for t in args.only.split(",") if t.strip()}
@@ -761,6 +790,8 @@ def main() -> None:
         ]
     results["models"] = [b.record for b in benches.values()]
     results["resumed_rows"] = sum(b.resumed for b in benches.values())
+    if control is not None:
+        results["control"] = control
     results["findings"] = findings(results)
     results["seconds"] = time.perf_counter() - start
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -226,8 +226,6 @@ def _kept(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    vision = [r for r in results["rows"] if r.get("part", "vision") == "vision"]
-    text = [r for r in results["rows"] if r.get("part") == "text"]
     lines = [
         "# CONTROL: does modular training give a network that holds? (issue 38)",
         "",
@@ -236,6 +234,17 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"    {results['command']}",
         "",
+        *sections(results, level="##"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def sections(results: dict[str, Any], level: str) -> list[str]:
+    """The run's provenance line and its vision and text sections, headed at ``level``
+    (docs/CONTROL.md, and docs/RESULTS.md's positive-control section one level down)."""
+    vision = [r for r in results["rows"] if r.get("part", "vision") == "vision"]
+    text = [r for r in results["rows"] if r.get("part") == "text"]
+    lines = [
         f"{provenance(results)} Machine: {results['machine']}. Whole run "
         f"{results['seconds']:.0f} s. Every network is certified against the default contract "
         "(eps 0.1 on the binomial upper limit, gamma 0.5, eta 0.3) on test samples that "
@@ -245,7 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
     if vision:
         lines += [
             "",
-            "## Vision: CNNs on Fashion-MNIST, plain and block-wired",
+            f"{level} Vision: CNNs on Fashion-MNIST, plain and block-wired",
             "",
             "Each network trained on 20,000 Fashion-MNIST images (Adam steps of 128, seed 0, "
             "`saved.testing.train_classifier`), with cross-entropy alone (*plain*) or with "
@@ -267,7 +276,7 @@ def markdown(results: dict[str, Any]) -> str:
     if text:
         lines += [
             "",
-            "## Text: MiniLM on the 4-section Debian descriptions",
+            f"{level} Text: MiniLM on the 4-section Debian descriptions",
             "",
             "all-MiniLM-L6-v2 fine-tuned on debian4 by `benchmarks/models.py` (the recipe of "
             "docs/RESULTS.md, 2 epochs), once plainly and once with `weight` x "
@@ -278,7 +287,7 @@ def markdown(results: dict[str, Any]) -> str:
             *_outcome(text),
             *_kept(text),
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:

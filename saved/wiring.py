@@ -118,8 +118,11 @@ class BlockWiring:
         self.crossing: list[tuple[Tensor, Tensor]] = []
         for name, column in columns.items():
             module = modules[name]
-            row = rows.get(name, torch.full((module.weight.shape[0],), -1))
-            self.crossing.append((module.weight, _crossing(module, name, row, column)))
+            weight = module.weight
+            assert isinstance(weight, nn.Parameter)  # a Linear or Conv layer's (_owners)
+            row = rows.get(name, torch.full((weight.shape[0],), -1))
+            groups = int(getattr(module, "groups", 1))
+            self.crossing.append((weight, _crossing(weight, groups, name, row, column)))
         self.masks = torch.cat(
             [
                 (owner == -1) | (owner == torch.arange(self.classes)[:, None])
@@ -128,12 +131,11 @@ class BlockWiring:
             dim=1,
         )
         self.space = space
+        self._masks: dict[int, Tensor] = {}
 
     def penalty(self) -> Tensor:
         """The L1 norm of the crossing weights (differentiable), a term for the loss."""
-        return torch.stack(
-            [weight[cross.to(weight.device)].abs().sum() for weight, cross in self.crossing]
-        ).sum()
+        return torch.stack([(weight.abs() * cross).sum() for weight, cross in self._dense()]).sum()
 
     @torch.no_grad()
     def shrink(self, step: float) -> None:
@@ -142,17 +144,30 @@ class BlockWiring:
         with ``step`` at least its learning rate for the crossing weights to end at zero."""
         if not step >= 0:
             raise ValueError(f"step: expected a step >= 0, got {step!r}")
-        for weight, cross in self.crossing:
-            cut = weight[cross.to(weight.device)]
-            weight[cross.to(weight.device)] = cut.sign() * (cut.abs() - step).clamp_min(0)
+        for weight, cross in self._dense():
+            # dense arithmetic, not boolean indexing: a gather and scatter of a boolean
+            # index cost resnet18 more than its whole training step (benchmarks/modularity.py)
+            weight.sub_(weight.abs().clamp_max(step).mul_(weight.sign()).mul_(cross))
 
     @torch.no_grad()
     def leak(self) -> float:
         """The share of the wired layers' absolute weight that crosses between blocks: 0 when
         the components reproduce the model exactly."""
-        crossing = sum(float(w[c.to(w.device)].abs().sum()) for w, c in self.crossing)
+        crossing = sum(float((w.abs() * c).sum()) for w, c in self._dense())
         total = sum(float(w.abs().sum()) for w, _ in self.crossing)
         return crossing / total if total else 0.0
+
+    def _dense(self) -> list[tuple[Tensor, Tensor]]:
+        """Each crossing mask as 0/1 in its weight's dtype and on its device (kept until the
+        model moves)."""
+        dense = []
+        for index, (weight, cross) in enumerate(self.crossing):
+            cached = self._masks.get(index)
+            if cached is None or cached.device != weight.device or cached.dtype != weight.dtype:
+                cached = cross.to(device=weight.device, dtype=weight.dtype)
+                self._masks[index] = cached
+            dense.append((weight, cached))
+        return dense
 
 
 def _owners(
@@ -194,10 +209,8 @@ def _owners(
     return rows, columns
 
 
-def _crossing(module: nn.Module, name: str, row: Tensor, column: Tensor) -> Tensor:
-    """``module.weight``-shaped bool: the weights from a private block into another block."""
-    weight = module.weight
-    groups = getattr(module, "groups", 1)
+def _crossing(weight: Tensor, groups: int, name: str, row: Tensor, column: Tensor) -> Tensor:
+    """``weight``-shaped bool: the weights from a private block into another block."""
     if groups > 1:
         if groups == weight.shape[0] == column.numel():
             return torch.zeros(weight.shape, dtype=torch.bool)  # depthwise: a unit reads itself

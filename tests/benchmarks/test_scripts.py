@@ -67,6 +67,41 @@ LONG_MODELS = ("minilm-topics14-long", "minilm-debian4-long")
 
 
 @needs_fashion_mnist
+def test_results_embed_the_positive_control_under_its_own_provenance(
+    tmp_path: Path, script_stdout: ScriptStdout
+) -> None:
+    """``paper_tables.py --render --control`` puts docs/CONTROL.json into the results and the
+    document: its tables exactly as CONTROL.md has them, under CONTROL's commit, not the
+    tables' run; without it there is no such section."""
+    results, control = tmp_path / "RESULTS.json", tmp_path / "CONTROL.json"
+    tables = json.loads((ROOT / "docs" / "RESULTS.json").read_text())
+    tables.pop("control", None)  # the committed one has it embedded already
+    results.write_text(json.dumps(tables))
+    control.write_text((ROOT / "docs" / "CONTROL.json").read_text())
+    bare = tmp_path / "bare.md"
+    script_stdout("benchmarks/paper_tables.py", "--render", str(results), "--out", str(bare))
+    assert "## Positive control" not in bare.read_text()
+    out = tmp_path / "RESULTS.md"
+    script_stdout(
+        "benchmarks/paper_tables.py",
+        "--render",
+        str(results),
+        "--control",
+        str(control),
+        "--out",
+        str(out),
+    )
+    text = out.read_text()
+    assert json.loads(results.read_text())["control"] == json.loads(control.read_text())
+    section = text[text.index("## Positive control") :]
+    own = (ROOT / "docs" / "CONTROL.md").read_text()
+    provenance_line = next(line for line in own.splitlines() if line.startswith("Code: commit"))
+    assert provenance_line in section
+    for line in own.splitlines():
+        if line.startswith("| "):  # every table row of CONTROL.md, unchanged
+            assert line in section
+
+
 def test_paper_tables_smoke(
     tmp_path: Path, cache: Path, run_script: RunScript, script_stdout: ScriptStdout
 ) -> None:
@@ -485,11 +520,15 @@ def test_decompose_time_smoke(tmp_path: Path, cache: Path, run_script: RunScript
 @needs_fashion_mnist
 def test_modularity_cost_smoke(run_script: RunScript) -> None:
     """Each ratio is the two step times it reports divided, and the units are those LBMask
-    masks (the MLP's 2 x 128 hidden neurons; resnet18's coupled channels)."""
+    masks (the MLP's 2 x 128 hidden neurons; resnet18's coupled channels); block wiring is
+    measured where it applies (not on BERT's heads)."""
     result = run_script("benchmarks/modularity.py", "--smoke", "--rounds", "1")
     assert [row["model"] for row in result["rows"]] == ["mlp", "resnet18", "bert"]
     for row in result["rows"]:
         assert row["ratio"] == round(row["regularised_s"] / row["plain_s"], 3)
+    for row in result["rows"][:2]:
+        assert row["wiring_ratio"] == round(row["wiring_s"] / row["plain_s"], 3)
+    assert result["rows"][2]["wiring_s"] is None
     assert result["rows"][0]["units"] == 256
     assert result["rows"][1]["units"] == 2880
 
