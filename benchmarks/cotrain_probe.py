@@ -30,6 +30,11 @@ weights are held at zero, so logit k reads only the shared units and k's and the
 (shared plus k's) reproduce it exactly: a network decomposable by construction, the control
 that asks whether the check (LBMask at s = 0.5) recognises one.
 
+``--soft W`` and ``--prox T`` ask for the block wiring instead of enforcing it: ``W`` times
+the mean absolute cross-block weight of each layer added to the loss, or the cross-block
+weights soft-thresholded by ``T`` after every step (the proximal step that became
+``saved.BlockWiring.shrink``; docs/DECISIONS.md, "Block wiring").
+
 ``--objective`` checks every trained network once per LBMask objective
 (:mod:`saved.masking.objectives`; the library's default when not given): on the block-wired
 network, whether an objective's search finds the decomposition that exists.
