@@ -241,14 +241,9 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n = y.shape[0]
-    penalty = None
-    if modularity > 0:
-        example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
-        penalty = ModularityPenalty(model, example)
-    blocks = None
-    if wiring > 0:
-        example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
-        blocks = BlockWiring(model, example)
+    example = {k: v[:2] for k, v in x.items()} if isinstance(x, dict) else x[:2]
+    penalty = ModularityPenalty(model, example) if modularity > 0 else None
+    blocks = BlockWiring(model, example) if wiring > 0 else None
     model.train()
     for _ in range(steps):
         index = torch.randint(0, n, (min(batch_size, n),), generator=generator)
