@@ -24,16 +24,16 @@ trained on 20,000 training images, decomposed on 1,000 other training images, ce
     .venv/bin/python benchmarks/cotrain_probe.py [--smoke] [--steps 600] [--weights 0,1]
         [--extra 0.5] [--blocks 0.1] [--objective aggregate,score]
 
-``--blocks share`` adds a row trained with *block wiring* (:func:`wiring`): each unit group is
-split into a shared block (about ``share`` of it) and one private block per class; cross-block
-weights are held at zero, so logit k reads only the shared units and k's and the class masks
-(shared plus k's) reproduce it exactly: a network decomposable by construction, the control
-that asks whether the check (LBMask at s = 0.5) recognises one.
+``--blocks share`` adds a row trained with *block wiring* (``saved.BlockWiring``): each unit
+group is split into a shared block (about ``share`` of it) and one private block per class;
+cross-block weights are held at zero, so logit k reads only the shared units and k's and the
+class masks (shared plus k's) reproduce it exactly: a network decomposable by construction,
+the control that asks whether the check (LBMask at s = 0.5) recognises one.
 
 ``--soft W`` and ``--prox T`` ask for the block wiring instead of enforcing it: ``W`` times
 the mean absolute cross-block weight of each layer added to the loss, or the cross-block
-weights soft-thresholded by ``T`` after every step (the proximal step that became
-``saved.BlockWiring.shrink``; docs/DECISIONS.md, "Block wiring").
+weights soft-thresholded by ``T`` after every step (``saved.BlockWiring.shrink``;
+docs/DECISIONS.md, "Block wiring").
 
 ``--objective`` checks every trained network once per LBMask objective
 (:mod:`saved.masking.objectives`; the library's default when not given): on the block-wired
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -93,48 +94,6 @@ def class_masks(space: UnitSpace, classes: int, seed: int) -> Tensor:
     return masks
 
 
-def blocks_of(size: int, classes: int, share: float) -> Tensor:
-    """``[size]`` int: ``-1`` for a unit every class shares, ``k`` for one private to class k;
-    about ``share`` of the units are shared, the rest split evenly between the classes."""
-    private = max(1, round(size * (1 - share) / classes))
-    while classes * private > size and private > 1:
-        private -= 1
-    if classes * private > size:
-        raise ValueError(f"a group of {size} units cannot give {classes} classes one unit each")
-    shared = torch.full((size - classes * private,), -1)
-    return torch.cat([shared, torch.arange(classes).repeat_interleave(private)])
-
-
-def wiring(
-    model: nn.Module, space: UnitSpace, classes: int, share: float
-) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
-    """Block connectivity for :func:`small_cnn`: a shared channel reads only shared channels, a
-    channel private to class k reads the shared ones and k's, and logit k reads the shared and
-    k's last-layer channels. Returns the allowed-weight masks and the class masks ``[K, N]``
-    (``S_k``: the shared units and k's), under which logit k is exactly the whole network's: a
-    network decomposable by construction (the limit of a coupling penalty on the cross-block
-    weights, as in modular training)."""
-    blocks = {g.sites[0].module: blocks_of(g.size, classes, share) for g in space.groups}
-    masks = torch.zeros(classes, space.num_units, dtype=torch.bool)
-    for group, columns in space.group_slices():
-        owner = blocks[group.sites[0].module]
-        masks[:, columns] = (owner == -1) | (owner == torch.arange(classes)[:, None])
-    allowed: list[tuple[Tensor, Tensor]] = []
-    previous: Tensor | None = None
-    for name, module in model.named_children():
-        if isinstance(module, nn.Conv2d):
-            if previous is not None:
-                reads = (previous == -1) | (previous == blocks[name][:, None])
-                allowed.append((module.weight, reads[:, :, None, None].expand_as(module.weight)))
-            previous = blocks[name]
-        elif isinstance(module, nn.Linear):
-            assert previous is not None
-            reads = (previous == -1) | (previous == torch.arange(classes)[:, None])
-            per_channel = module.in_features // previous.numel()  # c-major flattening
-            allowed.append((module.weight, reads.repeat_interleave(per_channel, dim=1)))
-    return allowed, masks
-
-
 def component_logits(space: UnitSpace, model: nn.Module, masks: Tensor, x: Tensor) -> Tensor:
     """``[K, n, C]``: the logits of copy k, masked by row k (K masked copies in one pass)."""
     return space.run(model, masks.float(), x).reshape(masks.shape[0], x.shape[0], -1)
@@ -162,18 +121,18 @@ def train(
 ) -> tuple[nn.Module, UnitSpace, Tensor]:
     """The CNN trained on ``(x, y)``; with ``weight > 0`` copy k of each step keeps the class
     mask ``S_k`` plus each other unit with probability ``extra``. With ``share``, the network is
-    block-wired instead (:func:`wiring`: cross-block weights held at zero after every step)."""
+    block-wired instead (``saved.BlockWiring``: cross-block weights held at zero after every
+    step, so the class masks, the shared units and k's, give logit k exactly); with ``soft``
+    or ``prox`` the wiring is asked for rather than enforced: ``soft`` times each layer's mean
+    absolute cross-block weight in the loss, or ``BlockWiring.shrink(prox)`` after each step."""
     model = small_cnn(width)
     space = UnitSpace.of(model, x[:2])
-    allowed: list[tuple[Tensor, Tensor]] = []
-    if share is None:
-        masks = class_masks(space, 10, masks_seed)
-    else:
-        allowed, masks = wiring(model, space, 10, share)
-    crossing = [(p, ~m) for p, m in allowed]
-    if soft > 0 or prox > 0:
-        allowed = []  # the wiring is asked for by the loss, not enforced
-    project(allowed)
+    blocks = None if share is None else saved.BlockWiring(model, x[:2], shared=share)
+    masks = class_masks(space, 10, masks_seed) if blocks is None else blocks.masks
+    # the hard wiring: a shrink by more than any weight zeroes every crossing one
+    enforce = math.inf if blocks is not None and soft == 0 and prox == 0 else prox
+    if blocks is not None and enforce == math.inf:
+        blocks.shrink(enforce)  # wired from the start; asked-for wiring starts free
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)  # the batches: the same for every weight
     spares = torch.Generator().manual_seed(1)
@@ -186,30 +145,14 @@ def train(
             spare = torch.rand(masks.shape, generator=spares) < extra
             scores = component_scores(space, model, masks | spare, x[index])
             loss = loss + weight * (scores - logits).pow(2).mean()
-        if soft > 0:
-            loss = loss + soft * sum(p[m].abs().mean() for p, m in crossing)
+        if blocks is not None and soft > 0:
+            loss = loss + soft * sum(w[c].abs().mean() for w, c in blocks.crossing)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        project(allowed)
-        if prox > 0:
-            shrink(crossing, prox)
+        if blocks is not None:
+            blocks.shrink(enforce)
     return model.eval(), space, masks
-
-
-@torch.no_grad()
-def shrink(crossing: list[tuple[Tensor, Tensor]], step: float) -> None:
-    """Soft-threshold the cross-block weights by ``step`` (a proximal L1 step)."""
-    for parameter, mask in crossing:
-        cut = parameter[mask]
-        parameter[mask] = cut.sign() * (cut.abs() - step).clamp(min=0)
-
-
-@torch.no_grad()
-def project(allowed: list[tuple[Tensor, Tensor]]) -> None:
-    """Zero the weights outside their allowed masks."""
-    for parameter, mask in allowed:
-        parameter.mul_(mask)
 
 
 @torch.no_grad()

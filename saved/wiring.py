@@ -114,7 +114,7 @@ class BlockWiring:
                     f"{self.classes} classes; block wiring gives every class one of its own"
                 )
             owners[group.surgery["root"]] = blocks_of(group.size, self.classes, shared)
-        rows, columns = _owners(twin, batch, owners)
+        rows, columns = _owners(twin, batch, owners, self.classes)
         modules = dict(model.named_modules())
         self.crossing: list[tuple[Tensor, Tensor]] = []
         for name, column in columns.items():
@@ -172,7 +172,7 @@ class BlockWiring:
 
 
 def _owners(
-    twin: nn.Module, batch: Any, owners: dict[str, Tensor]
+    twin: nn.Module, batch: Any, owners: dict[str, Tensor], classes: int
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """The block of every output row (``rows``) and input column (``columns``) of the layers
     a unit group touches, by layer name; ``-1`` (shared) where no unit is."""
@@ -204,7 +204,6 @@ def _owners(
             elif handler == "prune_in_channels":
                 size = weight.shape[1] * getattr(module, "groups", 1)
                 blank(columns, names[module], size)[idxs] = owner[units]
-    classes = forward_logits(twin, batch).shape[-1]
     if isinstance(head, _LAYERS) and head.weight.shape[0] == classes:
         rows[names[head]] = torch.arange(classes)  # logit k is class k's
     return rows, columns

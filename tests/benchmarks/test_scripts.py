@@ -552,6 +552,7 @@ def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPa
     figures."""
     import torch
 
+    import saved
     from saved.masking.units import UnitSpace
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
@@ -571,8 +572,9 @@ def test_cotrain_probe_smoke(run_script: RunScript, monkeypatch: pytest.MonkeyPa
     # it exactly even at random weights, where the unwired seeded halves do not
     wired = probe.small_cnn(32).eval()
     wired_space = UnitSpace.of(wired, x[:2])
-    allowed, blocks = probe.wiring(wired, wired_space, 10, share=0.1)
-    probe.project(allowed)
+    wiring = saved.BlockWiring(wired, x[:2], shared=0.1)
+    wiring.shrink(float("inf"))
+    blocks = wiring.masks
     assert blocks.sum(1).tolist() == [2 + 3 + 4 + 6 + 4 + 6] * 10  # shared + own, per group
     assert probe.max_pairwise_overlap(probe.jaccard_overlap(blocks)) == 0.25
     with torch.no_grad():
