@@ -29,8 +29,8 @@ Both aggregators are measured on the same masks. Questions:
   samples (learning curves over data), drawn from (a) the model's training samples, (b) samples
   it never saw; both certified on the same 297 unseen digits, disjoint from both;
 * Q7 the defaults, one change at a time: the library's defaults (automatic stopping), each
-  setting of :data:`PREVIOUS` put back to its value before issue 37's rerun, and all of them
-  together (the previous defaults).
+  setting of :data:`PREVIOUS` put back to its value before issue 37's rerun or issue 38 (the
+  large models: those of :data:`LATEST`), and all of them together (the previous defaults).
 
 Q1, Q3 and Q5 run fixed step counts with the library's other settings (its boundary rows and
 overlap hinge among them).
@@ -84,7 +84,7 @@ class Plan:
     sizes: tuple[int, ...] = ()  # Q6: decomposition sizes, from training and unseen samples
     size_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # Q6's seeds: its |B| is half the others'
     ablation_seeds: tuple[int, ...] = (0,)  # Q7's seeds (seed 0 of the defaults is Q4's row)
-    ablation_full: bool = True  # Q7: every variant; False: the defaults and the previous ones
+    ablation_full: bool = True  # Q7: every variant; False: the defaults, LATEST and the previous
 
 
 ALL = ("bce", "bce-plain", "match", "kl", "tie", "aggregate", "aggregate-match", "score")
@@ -98,13 +98,16 @@ DEFAULT = LIBRARY
 #: per-group quotas too. The library's "auto" allocation (Q4) resolves per model.
 ALLOCATION, OTHER_ALLOCATION = "kind", "group"
 SHORT = (25, 50, 100, 200)
-#: Q7: the settings issue 37's rerun changed, at their previous defaults
+#: Q7: the settings issue 37's rerun and issue 38 changed, at their previous defaults
 PREVIOUS: dict[str, Any] = {
     "objective": "aggregate",
     "boundary_set": "rows",
     "overlap_limit": None,
     "stop_on": "loss",
+    "alpha": 0.0,  # a uniform start; since issue 38 the Taylor prior (alpha 1)
 }
+#: Q7 on the large models (a run is minutes): the newest change alone, besides all of them
+LATEST = ("alpha",)
 DIGITS_SEEDS = (0, 1, 2, 3, 4)
 
 PLANS: dict[str, Plan] = {
@@ -113,7 +116,7 @@ PLANS: dict[str, Plan] = {
     ),
     "cnn-digits": Plan(ALL, (0, 1), (25, 50, 100, 200, 400, 800), 64, ablation_seeds=DIGITS_SEEDS),
     "vit-fmnist": Plan(ALL, (0,), (25, 50, 100, 200, 400), 32),
-    # the large models: Q7 with the defaults and the previous ones only (a run is minutes)
+    # the large models: Q7 with the defaults, LATEST and the previous ones (a run is minutes)
     "minilm-debian4": Plan(
         ("bce", "kl", "tie", "aggregate", "score"), (0,), SHORT, 32, ablation_full=False
     ),
@@ -392,9 +395,13 @@ def study(names: list[str], smoke: bool) -> dict[str, Any]:
 
 
 def ablations(full: bool = True) -> list[tuple[str, dict[str, Any]]]:
-    """Q7's variants: the defaults, each of :data:`PREVIOUS` alone (``full``), and all of
-    them."""
-    one = [(f"{name}={value}", {name: value}) for name, value in PREVIOUS.items()] if full else []
+    """Q7's variants: the defaults, each of :data:`PREVIOUS` alone (``full``; otherwise those
+    of :data:`LATEST`), and all of them."""
+    one = [
+        (f"{name}={value}", {name: value})
+        for name, value in PREVIOUS.items()
+        if full or name in LATEST
+    ]
     return [("defaults", {}), *one, ("previous defaults", dict(PREVIOUS))]
 
 

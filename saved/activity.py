@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ._runtime import forward_logits, frozen_eval, on_device, predict_logits
 from .components import ClassComponents
-from .inputs import Inputs
+from .inputs import Inputs, repeat_batch, trim_padding
 
 __all__ = [
     "MaskContext",
@@ -27,6 +27,7 @@ __all__ = [
     "per_sample",
     "require",
     "similarity_scores",
+    "taylor_scores",
     "unit_activations",
     "wanda_scores",
 ]
@@ -223,6 +224,44 @@ def similarity_scores(space: Any, context: MaskContext) -> Tensor:
         size = block.shape[1]
         columns.append(drop_order(_patterns(block, targets)).double() / max(size - 1, 1))
     return torch.cat(columns, dim=1).float()
+
+
+#: Calibration rows :func:`taylor_scores` reads at most (spread evenly over the set).
+TAYLOR_ROWS = 512
+
+
+def taylor_scores(space: Any, context: MaskContext) -> Tensor:
+    """``[K, N]`` first-order Taylor importance of every unit for every component: the mean
+    over calibration rows of ``|d s_k / d m_u|`` at ``m = 1``, ``s_k`` component k's
+    aggregation score and ``m_u`` unit u's mask, i.e. the unit's activation times the score's
+    gradient with respect to it, summed over positions (the pruning criterion of Molchanov et
+    al., ICLR 2017, taken per component and per sample, then averaged).
+
+    A unit with no path to class k's logit scores 0 for component k, so on a network that
+    decomposes by construction (:class:`saved.BlockWiring`) the ranking is each class's own
+    units first, where a random start left LBMask far from them (docs/DECISIONS.md). Each
+    sample gets its own copy of the masks (``K * b`` mask rows for ``b`` samples, one
+    repeated-batch pass), so the absolute value is taken per sample and opposite effects on
+    different samples do not cancel. Reads at most ``TAYLOR_ROWS`` rows."""
+    components = context.components
+    k, n = components.num_components, len(context.calibration)
+    rows = torch.linspace(0, n - 1, min(n, TAYLOR_ROWS)).round().long().unique()
+    chunk = max(1, context.batch_size // (4 * k))
+    model = on_device(context.model, context.device)
+    total = torch.zeros(k, space.num_units, dtype=torch.float64)
+    with frozen_eval(model), torch.enable_grad():
+        for start in range(0, rows.numel(), chunk):
+            part = rows[start : start + chunk]
+            batch = trim_padding(context.calibration.batch(part, context.device))
+            b = part.numel()
+            masks = torch.ones(k * b, space.num_units, device=context.device, requires_grad=True)
+            with space.masked(model, masks):  # row k * b + i: component k on sample i
+                logits = forward_logits(model, repeat_batch(batch, k)).float()
+            m, _ = components.outputs(logits.view(k, b, -1))
+            components.scores(m).sum().backward()
+            assert masks.grad is not None
+            total += masks.grad.view(k, b, -1).abs().sum(1).double().cpu()
+    return (total / rows.numel()).float()
 
 
 def _patterns(block: Tensor, targets: Tensor) -> Tensor:

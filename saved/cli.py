@@ -101,7 +101,7 @@ def _lbmask_from(args: argparse.Namespace) -> tuple[Any, Any]:
     from .masking.lbmask import LBMaskConfig
 
     sparsity = _sparsity(args.sparsity)
-    settings: dict[str, Any] = {"alpha": args.alpha}
+    settings: dict[str, Any] = {} if args.alpha is None else {"alpha": args.alpha}
     if sparsity != "auto":
         settings["sparsity"] = sparsity
     if args.steps is not None:
@@ -319,7 +319,10 @@ def _add_contract(parser: argparse.ArgumentParser) -> None:
         "is then not valid)",
     )
     group.add_argument(
-        "--alpha", type=float, default=0.0, help="LBMask init, 0 uniform..1 magnitude"
+        "--alpha",
+        type=float,
+        default=None,
+        help="LBMask init: 0 uniform .. 1 the prior alone (default 1, the Taylor prior)",
     )
     group.add_argument("--seed", type=int, default=0)
     group.add_argument(

@@ -115,8 +115,8 @@ def decompose(
             component then gets the largest sparsity >= ``contract.eta`` that keeps the
             disagreement on held-out calibration samples within ``contract.eps / 2``
             (:mod:`saved.masking.adaptive`). ``None``: ``lbmask.sparsity`` (0.5 by default).
-        alpha: LBMask initialisation, 0 uniform to 1 magnitude prior. ``None``:
-            ``lbmask.alpha`` (0 by default).
+        alpha: LBMask initialisation, 0 uniform to 1 the prior alone (``lbmask.prior``,
+            the Taylor prior by default). ``None``: ``lbmask.alpha`` (1 by default).
         boundary, lbmask: full settings of mining and mask learning. A ``sparsity`` or
             ``alpha`` given both here and, differently, in ``lbmask`` is an error: the call
             would otherwise have to ignore one of them.

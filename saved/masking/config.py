@@ -26,11 +26,15 @@ class LBMaskConfig:
     held-out study in docs/STUDY.md; docs/DECISIONS.md says why."""
 
     sparsity: float = 0.5
-    alpha: float = 0.0
+    #: the weight of the prior in the starting logits (0: a uniform start, seeded noise only)
+    alpha: float = 1.0
     #: what ``alpha`` weighs in the starting logits: the units' weight norms (``"magnitude"``,
-    #: the paper's prior) or similarity pruning's per-component ranking (``"similarity"``,
-    #: :mod:`saved.baselines.similarity`; structured spaces only)
-    prior: Literal["magnitude", "similarity"] = "magnitude"
+    #: the paper's prior), similarity pruning's per-component ranking (``"similarity"``,
+    #: :mod:`saved.baselines.similarity`) or each unit's first-order Taylor importance for
+    #: each component's score (``"taylor"``, :func:`saved.activity.taylor_scores`, the
+    #: default since issue 38: docs/DECISIONS.md); ``"similarity"``: structured spaces
+    #: only, per-weight spaces read the magnitude prior under ``"taylor"``
+    prior: Literal["magnitude", "similarity", "taylor"] = "taylor"
     objective: Objective = "score"
     allocation: Allocation = "auto"
     steps: int | Literal["auto"] = "auto"
@@ -65,8 +69,10 @@ class LBMaskConfig:
     def __post_init__(self) -> None:
         check_in("sparsity", self.sparsity, "(0, 1)")
         check_in("alpha", self.alpha, "[0, 1]")
-        if self.prior not in ("magnitude", "similarity"):
-            raise ValueError(f"prior: expected 'magnitude' or 'similarity', got {self.prior!r}")
+        if self.prior not in ("magnitude", "similarity", "taylor"):
+            raise ValueError(
+                f"prior: expected 'magnitude', 'similarity' or 'taylor', got {self.prior!r}"
+            )
         check_in("boundary_quantile", self.boundary_quantile, "(0, 1]")
         check_in("validation_fraction", self.validation_fraction, "(0, 1)")
         if self.objective not in OBJECTIVES:

@@ -193,6 +193,22 @@ _OUT_HANDLERS = {"prune_out_channels"}
 #: and variance the other channels are divided by, so a masked channel is not a removed one
 #: and surgery would not reproduce the masked model. Channels coupled to one are not units.
 _CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+#: Per-channel affine maps in eval mode: a layer feeding only these is masked at their output.
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _behind_batch_norm(graph: Any, module: nn.Module, normalised: set[nn.Module]) -> bool:
+    """Whether every consumer of ``module``'s output is a BatchNorm in ``normalised``.
+
+    Such a layer's mask is redundant in the forward pass (the BatchNorm's own output is masked)
+    and wrong in the backward pass: with the mask at both, a dropped unit's straight-through
+    gradient (:func:`saved.masking.trainer.straight_through`) is ``d/dm [m BN(m z)]`` at
+    ``m ~ 0``, i.e. ``BN(0)``: the normalisation's constant shift, the same for every sample,
+    instead of ``BN(z)``, what switching the unit on adds. LBMask could then not tell a
+    needed unit from a useless one on BatchNorm networks."""
+    node = graph.module2node.get(module)
+    outputs = [] if node is None else node.outputs
+    return bool(outputs) and all(o.module in normalised for o in outputs)
 
 
 @dataclass(frozen=True)
@@ -242,6 +258,7 @@ def _dependency_groups(
                 excluded.append(Excluded(twin_names[root], size, reason))
                 continue
             sites: list[MaskSite] = []
+            site_modules: list[nn.Module] = []
             norms = torch.zeros(size)
             params = 0
             grouped: list[str] = []
@@ -260,18 +277,26 @@ def _dependency_groups(
                     dim = -1 if isinstance(module, nn.Linear) else 1
                     index, features = _site_index(item, module, size)
                     sites.append(MaskSite(twin_names[module], dim, 1, index, features))
+                    site_modules.append(module)
                     if isinstance(weight, Tensor):
                         rows = weight.detach() if index is None else weight.detach()[list(index)]
                         norms += rows.reshape(size, -1).pow(2).sum(1).cpu()
                 if is_out:  # a unit owns its producing rows; consumer columns are the
                     # next unit's rows' partners and would be counted twice
                     params += sum(p[0].numel() for p in module.parameters(recurse=False))
+            normalised: set[nn.Module] = {m for m in site_modules if isinstance(m, _BATCH_NORMS)}
+            mask_at = [
+                site
+                for site, module in zip(sites, site_modules, strict=True)
+                if not _behind_batch_norm(graph, module, normalised)
+            ]
             groups.append(
                 UnitGroup(
                     name=twin_names[root],
                     kind="neurons" if isinstance(root, nn.Linear) else "channels",
                     size=size,
                     sites=tuple(dict.fromkeys(sites)),
+                    mask_at=tuple(dict.fromkeys(mask_at)) if normalised else (),
                     params_per_unit=params,
                     norms=norms.sqrt(),
                     surgery={

@@ -31,9 +31,12 @@ where 36 % of the held-out rows flipped, against 4 % at step 100 with a higher l
 (docs/DECISIONS.md, LBMask). With fewer than ``MIN_SOURCES`` data samples
 nothing is held out and ``"auto"`` runs ``max_steps`` (or until ``time_budget``).
 
-Initialisation ``alpha`` in [0, 1]: ``logit = alpha * z(norm) + noise`` with ``z`` the unit weight
-norms standardised within each group; 0 is uniform (the paper's best; the seeded noise of scale
-1e-3 only breaks ties), 1 the magnitude prior.
+Initialisation ``alpha`` in [0, 1]: ``logit = alpha * z(prior) + noise`` with ``z`` the prior's
+scores standardised within each group (the seeded noise of scale 1e-3 only breaks ties); 0 is
+uniform (the paper's best), 1 (the default) the prior alone. The default prior is each unit's
+first-order Taylor importance for each component's score (:func:`saved.activity.taylor_scores`):
+a component starts from the units its class's logit depends on, where a uniform start left the
+search far from a decomposition that holds (docs/DECISIONS.md, "The Taylor prior").
 
 Files: the settings are :mod:`saved.masking.config`, one step over the frozen model
 :mod:`saved.masking.trainer`; this module runs the steps and stops them. Every name of the

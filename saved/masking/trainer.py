@@ -260,16 +260,24 @@ class MaskTrainer:
         self._dtype = floating[0] if floating else torch.float32  # the masked passes' dtype
 
     def _prior_scores(self) -> Tensor | None:
-        """Similarity pruning's ranking when ``config.prior`` asks for it (``alpha`` > 0)."""
-        if self.config.prior != "similarity" or self.config.alpha == 0:
+        """Similarity pruning's ranking or the Taylor importance when ``config.prior`` asks for
+        it (``alpha`` > 0); None: the magnitude prior. Per-weight masks read the magnitude
+        prior under ``"taylor"`` (the default): a per-sample gradient for every weight of
+        every component is K copies of the model's gradient per sample, and magnitude is
+        where per-weight masks did best (docs/DECISIONS.md, unstructured LBMask)."""
+        prior = self.config.prior
+        if prior == "magnitude" or self.config.alpha == 0:
             return None
-        from ..activity import MaskContext, similarity_scores
+        from ..activity import MaskContext, similarity_scores, taylor_scores
         from .units import UnitSpace
 
         if not isinstance(self.space, UnitSpace):
-            raise ValueError("prior: 'similarity' ranks structural units; use it with lbmask")
+            if prior == "taylor":
+                return None
+            raise ValueError(f"prior: {prior!r} ranks structural units; use it with lbmask")
         context = MaskContext(self.model, self.calibration, self.components, self.device)
-        return similarity_scores(self.space, context)
+        score = similarity_scores if prior == "similarity" else taylor_scores
+        return score(self.space, context)
 
     def __enter__(self) -> MaskTrainer:
         self._frozen = frozen_eval(self.model)

@@ -363,13 +363,15 @@ def test_lbmask_study_smoke(
     # Q7: per model, the defaults and each previous setting, alone and together (one seed);
     # the defaults' row is Q4's, and every variant runs the configuration it names
     ablation = [r for r in result["rows"] if r["question"] == "ablation"]
-    # mlp-digits, vit-fmnist and mlp-unseen every variant; minilm-debian4 two
-    assert len(ablation) == 3 * 6 + 2
-    previous = {  # the defaults before issue 37's rerun
+    # mlp-digits, vit-fmnist and mlp-unseen every variant; minilm-debian4 the defaults, the
+    # newest change alone (alpha) and the previous defaults
+    assert len(ablation) == 3 * 7 + 3
+    previous = {  # the defaults before issue 37's rerun and issue 38's Taylor prior
         "objective": "aggregate",
         "boundary_set": "rows",
         "overlap_limit": None,
         "stop_on": "loss",
+        "alpha": 0.0,
     }
     for row in ablation:
         changed = {k for k in previous if row["settings"][k] == previous[k]}

@@ -266,7 +266,7 @@ def test_the_similarity_ranking_starts_lbmask(digits_mlp, digits_xy) -> None:
     before = torch.cat([(g.norms - g.norms.mean()) / g.norms.std() for g in space.groups])
     noise = torch.randn(10, space.num_units, generator=torch.Generator().manual_seed(0)) * 1e-3
     assert torch.equal(norms, 1.0 * before.float().expand(10, -1) + noise)
-    with pytest.raises(ValueError, match="prior: expected 'magnitude' or 'similarity'"):
+    with pytest.raises(ValueError, match="prior: expected 'magnitude', 'similarity' or 'taylor'"):
         saved.LBMaskConfig(prior="cosine")  # type: ignore[arg-type]
 
 

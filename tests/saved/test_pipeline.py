@@ -115,8 +115,8 @@ def test_decompose_rejects_bad_arguments(digits_mlp, digits_xy) -> None:
     # a setting given twice, differently, is refused rather than one of them ignored
     with pytest.raises(ValueError, match=r"sparsity: decompose\(sparsity=0.4\) and lbmask"):
         saved.decompose(digits_mlp, x, sparsity=0.4, lbmask=LBMaskConfig(sparsity=0.3))
-    with pytest.raises(ValueError, match=r"alpha: decompose\(alpha=1.0\) and lbmask.alpha=0.0"):
-        saved.decompose(digits_mlp, x, alpha=1.0, lbmask=LBMaskConfig())
+    with pytest.raises(ValueError, match=r"alpha: decompose\(alpha=0.0\) and lbmask.alpha=1.0"):
+        saved.decompose(digits_mlp, x, alpha=0.0, lbmask=LBMaskConfig())
 
 
 def test_a_setting_given_once_is_used_wherever_it_is_given(digits_mlp, digits_xy) -> None:

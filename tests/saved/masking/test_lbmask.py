@@ -444,6 +444,46 @@ def test_a_dropped_ffn_neuron_gets_the_gradient_of_switching_it_back_on() -> Non
     assert torch.allclose(logits.grad[0], unit.grad / 4, atol=1e-6)
 
 
+def test_a_dropped_channel_before_a_batchnorm_gets_the_gradient_of_switching_it_back_on():
+    """The residual CNN (conv-BN pairs, one residual addition) against the same network written
+    out by hand with every mask after the ReLU that follows its BatchNorm: the same logits and,
+    at every channel kept or dropped, the same gradient (times sigmoid'(0) = 1/4).
+    With the mask at the convolution *and* at its BatchNorm, a dropped channel's gradient was
+    that of ``m BN(m z)`` at m ~ 0, i.e. BN(0), the BatchNorm's constant shift, the same for
+    every image: LBMask could not tell a needed channel from a useless one."""
+    x = testing.digits(images=True)[0][:24]
+    model = testing.tiny_resnet(width=8, seed=0).eval()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for bn in (model.stem[1], model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-0.5, 0.5)
+    space = UnitSpace.of(model, x[:2])
+    masked_at = sorted(site.module for group in space.groups for site in group.mask_sites)
+    assert masked_at == ["bn1", "bn2", "stem.1"]  # never a convolution a BatchNorm follows
+    hard = torch.rand(1, space.num_units, generator=torch.Generator().manual_seed(0)) < 0.5
+    logits = torch.zeros(1, space.num_units, requires_grad=True)
+    weight = torch.randn(24, 10, generator=torch.Generator().manual_seed(1))
+    out = space.run(model, straight_through(hard, torch.sigmoid(logits), torch.float32), x)
+    (out * weight).sum().backward()
+
+    columns = {group.name: part for group, part in space.group_slices()}
+    unit = hard.float()[0].requires_grad_(True)
+    stream, inner = unit[columns["conv2"]], unit[columns["conv1"]]
+    shape = (1, -1, 1, 1)
+    # each mask after the ReLU that follows its BatchNorm: relu(m z) = m relu(z) for m >= 0,
+    # and relu(m a + m b) = m relu(a + b) at the residual addition
+    stem = torch.relu(model.stem[1](model.stem[0](x)))
+    h = torch.relu(model.bn1(model.conv1(stem * stream.view(shape)))) * inner.view(shape)
+    joined = torch.relu(stem + model.bn2(model.conv2(h))) * stream.view(shape)
+    by_hand = model.fc(torch.flatten(model.pool(joined), 1))
+    (by_hand * weight).sum().backward()
+    assert torch.allclose(out, by_hand.detach(), atol=1e-5)
+    assert unit.grad is not None and logits.grad is not None
+    assert bool((unit.grad[~hard[0]].abs() > 1e-3).any())
+    assert torch.allclose(logits.grad[0], unit.grad / 4, atol=1e-5)
+
+
 def test_allocation_by_parameters_learns_masks_that_keep_half_the_parameters(digits_xy):
     """An MLP whose two hidden layers differ in width (64-96-32-10: a first-layer neuron
     carries 65 parameters, a second-layer one 97): trained under ``"params"``, every mask keeps
@@ -455,7 +495,8 @@ def test_allocation_by_parameters_learns_masks_that_keep_half_the_parameters(dig
     space = UnitSpace.of(model, x[:2])
     params = space.unit_params.double()
     assert sorted(set(params.tolist())) == [65.0, 97.0]
-    config = LBMaskConfig(steps=60, allocation="params")
+    # from a uniform start: the pull of the sparsity term alone, not the prior's spread
+    config = LBMaskConfig(steps=60, allocation="params", alpha=0.0)
     logits = train_masks(model, data, ClassComponents(10), space, config).logits
     masks = space.binarise(logits, 0.5, "params")
     kept = (masks.double() * params).sum(1) / params.sum()
