@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
+from .activity import TAYLOR_ROWS
 from .boundary import BoundaryConfig
 from .components import ClassComponents
 from .inputs import Inputs
@@ -100,8 +101,12 @@ def estimate_seconds(
         else:  # a measurement is forward passes only: about a third of a step per batch
             batches = math.ceil(held / config.batch_size)
             measure = (steps // config.eval_every) * batches * step_seconds / 3
-    budget = config.time_budget
     masks = step * steps + measure
+    if config.prior == "taylor" and config.alpha > 0:
+        # the prior's pass before the steps: a forward and backward of K masked rows per
+        # calibration row it reads, about one step per batch of them
+        masks += math.ceil(min(TAYLOR_ROWS, 3 * n) / config.batch_size) * step
+    budget = config.time_budget
     if budget is not None:
         masks = min(masks, budget)
     return Estimate(mined, masks, steps, config.steps == "auto" or budget is not None)
@@ -124,7 +129,9 @@ def probe_step(
     ``reference``: the model's logits on ``inputs``, if known (not computed again).
     """
     rows = torch.arange(min(len(inputs), 2 * config.batch_size))
-    probe = replace(config, steps=2, ramp=0, time_budget=None)  # a ramp needs more steps
+    # a ramp needs more steps; the start does not change a step's cost, and a prior's pass
+    # would cost more than the two steps
+    probe = replace(config, steps=2, ramp=0, time_budget=None, alpha=0.0)
     known = reference[rows] if reference is not None else None
     trainer = MaskTrainer(
         model, inputs.select(rows), components, space, probe, device=device, reference=known

@@ -20,7 +20,12 @@ def test_estimate_by_hand() -> None:
     config = LBMaskConfig(steps=100, batch_size=32)
     estimate = estimate_seconds(0.001, 500, 4, config, None, mining=True, learning=True)
     assert estimate.mining == pytest.approx(0.001 * 500 * MINING_PASSES)
-    assert estimate.masks == pytest.approx(0.001 * 4 * 32 * STEP_PASSES * 100)
+    # 100 steps, and the Taylor prior's pass over min(512, 3 x 500) rows: 16 batches of 32
+    assert estimate.masks == pytest.approx(0.001 * 4 * 32 * STEP_PASSES * (100 + 16))
+    uniform = estimate_seconds(
+        0.001, 500, 4, LBMaskConfig(steps=100, alpha=0.0), None, mining=True, learning=True
+    )
+    assert uniform.masks == pytest.approx(0.001 * 4 * 32 * STEP_PASSES * 100)
     assert estimate.total == pytest.approx(estimate.mining + estimate.masks)
     assert not estimate.automatic
     twice = estimate_seconds(0.001, 1000, 4, config, None, mining=True, learning=True)
@@ -92,5 +97,6 @@ def test_a_timed_step_replaces_the_step_factor(digits_mlp, digits_xy) -> None:
     held = min(VALIDATION_ROWS, round(3 * 500 * config.validation_fraction))  # 300 rows
     validations = config.max_steps // config.eval_every
     measure = validations * math.ceil(held / config.batch_size) * step / 3
-    assert timed.masks == pytest.approx(step * config.max_steps + measure)
+    prior = math.ceil(min(512, 3 * 500) / config.batch_size) * step  # the Taylor prior's pass
+    assert timed.masks == pytest.approx(step * config.max_steps + measure + prior)
     assert timed.automatic and timed.steps == config.max_steps
