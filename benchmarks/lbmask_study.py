@@ -635,6 +635,13 @@ def conclusions(results: dict[str, Any]) -> dict[str, str]:
     return text
 
 
+def _previous(ablation: list[dict[str, Any]]) -> dict[str, Any]:
+    """The previous defaults as the rows ran them (a document renders from its own JSON, not
+    from today's :data:`PREVIOUS`)."""
+    earlier = [r["settings"] for r in ablation if r["variant"] == "previous defaults"]
+    return earlier[0] if earlier else dict(PREVIOUS)
+
+
 def ablation_table(rows: list[dict[str, Any]]) -> list[str]:
     """Q7 per model, variant and seed."""
     ablation = select(rows, question="ablation")
@@ -643,7 +650,7 @@ def ablation_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Q7: the defaults, one change at a time (automatic stopping)", ""]
     lines += [
         "Every row runs the library's defaults with the one change its variant names "
-        f"(previous defaults: {', '.join(f'`{k}={v}`' for k, v in PREVIOUS.items())}).",
+        f"(previous defaults: {', '.join(f'`{k}={v}`' for k, v in _previous(ablation).items())}).",
         "",
         "| model | variant | seed | Dis paper | Dis margin | max overlap | stopped | steps run "
         "| best step | seconds |",
