@@ -1,5 +1,5 @@
 """What a model's units do on calibration data: the statistics the data-driven baselines and
-LBMask's similarity prior read, one batched pass each.
+LBMask's similarity and Taylor priors read, one batched pass each.
 
 Below both :mod:`saved.baselines` and :mod:`saved.masking` (the trainer starts from
 similarity pruning's ranking, ``LBMaskConfig(prior="similarity")``), so neither reaches up

@@ -36,7 +36,8 @@ scores standardised within each group (the seeded noise of scale 1e-3 only break
 uniform (the paper's best), 1 (the default) the prior alone. The default prior is each unit's
 first-order Taylor importance for each component's score (:func:`saved.activity.taylor_scores`):
 a component starts from the units its class's logit depends on, where a uniform start left the
-search far from a decomposition that holds (docs/DECISIONS.md, "The Taylor prior").
+search far from a decomposition that holds (docs/DECISIONS.md, "The Taylor prior and masks at
+the BatchNorm").
 
 Files: the settings are :mod:`saved.masking.config`, one step over the frozen model
 :mod:`saved.masking.trainer`; this module runs the steps and stops them. Every name of the
