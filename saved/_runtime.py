@@ -14,7 +14,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .inputs import DEFAULT_BATCH_SIZE, Batch, Inputs, _batch_len, _describe, match_dtype
+from .inputs import (
+    DEFAULT_BATCH_SIZE,
+    Batch,
+    Inputs,
+    _batch_len,
+    _describe,
+    in_data_order,
+    match_dtype,
+)
 
 __all__ = [
     "Reference",
@@ -161,8 +169,9 @@ def predict_logits(
     runner = on_device(model, run_on)
     inputs = match_dtype(inputs, runner)
     chunks: list[Tensor] = []
+    order, batches = inputs.batches_by_length(batch_size, run_on)  # texts: less padding
     with frozen_eval(runner), torch.no_grad():
-        for batch in inputs.batches(batch_size, run_on):
+        for batch in batches:
             try:
                 logits = forward_logits(runner, batch)
             except RuntimeError as error:  # shape/dtype mismatches deep inside the model
@@ -176,7 +185,7 @@ def predict_logits(
                     f"model output: {logits.shape[0]} rows of logits for a batch of {expected}"
                 )
             chunks.append(logits.detach().float().cpu())
-    logits = torch.cat(chunks)
+    logits = in_data_order(torch.cat(chunks), order)
     if not bool(torch.isfinite(logits).all()):
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
         raise ValueError(f"model output: non-finite logits (NaN/Inf) for {bad} samples")

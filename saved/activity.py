@@ -246,6 +246,8 @@ def taylor_scores(space: Any, context: MaskContext) -> Tensor:
     components = context.components
     k, n = components.num_components, len(context.calibration)
     rows = torch.linspace(0, n - 1, min(n, TAYLOR_ROWS)).round().long().unique()
+    order = context.calibration.select(rows).length_order()  # texts: batches of like length
+    rows = rows if order is None else rows[order]
     chunk = max(1, context.batch_size // (4 * k))
     model = on_device(context.model, context.device)
     total = torch.zeros(k, space.num_units, dtype=torch.float64)

@@ -28,6 +28,7 @@ from .inputs import (
     Inputs,
     as_inputs,
     batch_to,
+    in_data_order,
     match_dtype,
     repeat_batch,
 )
@@ -146,11 +147,12 @@ class Decomposition:
         per_pass = max(1, batch_size // k)
         chunks = []
         masks = self.masks.to(run_on)
+        order, batches = inputs.batches_by_length(per_pass, run_on)  # texts: less padding
         with frozen_eval(runner), torch.no_grad():
-            for batch in inputs.batches(per_pass, run_on):
+            for batch in batches:
                 out = self.space.run(runner, masks, batch)
                 chunks.append(out.view(k, -1, out.shape[-1]).float().cpu())
-        return torch.cat(chunks, dim=1)
+        return in_data_order(torch.cat(chunks, dim=1), order, dim=1)
 
     @contextlib.contextmanager
     def joint_predictor(self) -> Iterator[Callable[[Batch], tuple[Tensor, Tensor]]]:

@@ -42,6 +42,7 @@ __all__ = [
     "Inputs",
     "as_inputs",
     "batch_to",
+    "in_data_order",
     "iter_inputs",
     "match_dtype",
     "model_dtype",
@@ -125,6 +126,35 @@ class Inputs:
         _check_batch_size(batch_size)
         for start in range(0, len(self), batch_size):
             yield self.batch(slice(start, start + batch_size), device)
+
+    def length_order(self) -> Tensor | None:
+        """The sample indices ordered by sequence length (the last attended position; stable),
+        or None when the samples have no 2-D ``attention_mask`` (no padding to save).
+
+        Batches cut from this order hold texts of similar length, so :func:`trim_padding`
+        drops most of their padding: Debian descriptions average 11 tokens padded to 30, and a
+        batch of 256 drawn in data order almost always holds one text of nearly full length."""
+        mask = self.fields.get("attention_mask") if self.is_mapping else None
+        if mask is None or mask.dim() != 2:
+            return None
+        positions = torch.arange(1, mask.shape[1] + 1)
+        lengths = ((mask != 0) * positions).amax(dim=1)
+        return torch.sort(lengths, stable=True).indices
+
+    def batches_by_length(
+        self, batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | str | None = None
+    ) -> tuple[Tensor, Iterator[Batch]]:
+        """Batches of at most ``batch_size`` samples in :meth:`length_order`, each without the
+        padding all its rows share (:func:`trim_padding`), and that order: row ``i`` of the
+        concatenated results is sample ``order[i]`` (:func:`in_data_order` puts them back).
+        Samples without an attention mask come in data order, as :meth:`batches` gives them."""
+        _check_batch_size(batch_size)
+        order = self.length_order()
+        if order is None:
+            return torch.arange(len(self)), self.batches(batch_size, device)
+        starts = range(0, len(self), batch_size)
+        chunks = (order[start : start + batch_size] for start in starts)
+        return order, (trim_padding(self.batch(chunk, device)) for chunk in chunks)
 
     def select(self, index: Tensor | Sequence[int]) -> Inputs:
         """The subset at ``index`` (any order, repeats allowed), labels included."""
@@ -513,6 +543,11 @@ def trim_padding(batch: Batch) -> Batch:
         key: value[:, :length] if value.dim() >= 2 and value.shape[1] == mask.shape[1] else value
         for key, value in batch.items()
     }
+
+
+def in_data_order(values: Tensor, order: Tensor, dim: int = 0) -> Tensor:
+    """``values`` computed for the samples ``order`` (along ``dim``) back in data order."""
+    return values.index_select(dim, torch.argsort(order).to(values.device))
 
 
 def _batch_len(batch: Batch) -> int:

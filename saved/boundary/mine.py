@@ -100,9 +100,14 @@ def mine_boundary(
     n = len(inputs)
     mined: dict[int, _Mined] = {}
     progress = progress and (ranks is None or ranks.leader)
+    # text chunks by length, so that each runs at its own longest text, not the data set's
+    # (MiniLM, 1,000 Debian texts: mining 105 s in data order); the set keeps the data's order
+    order = form.inputs.length_order()
+    if order is None:
+        order = torch.arange(n)
     with frozen_eval(runner_model), progress_bar("Mining boundary", n, progress) as advance:
         for index, start in enumerate(range(0, n, batch_size)):
-            chunk = torch.arange(start, min(start + batch_size, n))
+            chunk = order[start : start + batch_size]
             if ranks is None or ranks.owns(index):
                 mined[index] = miner.chunk(
                     chunk,
@@ -117,6 +122,8 @@ def mine_boundary(
         miner.pgd_steps = sum(pgd_steps for _, pgd_steps, _ in parts)
         miner.bisection_steps = sum(steps for _, _, steps in parts)
     joined = _Mined.joined([mined[index] for index in sorted(mined)])
+    in_order = torch.argsort(joined.source)
+    joined = _Mined(**{k: getattr(joined, k)[in_order] for k in vars(joined)})
     base = form.inputs.without_labels()
     return BoundarySet(
         inside=base.replace(form.field, joined.ends[:, 0]),

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .._runtime import forward_logits
 from ..embedding import ContinuousForm
+from ..inputs import trim_padding
 
 __all__ = ["COMPACT_SHARE", "Rows", "call_model", "compact"]
 
@@ -73,7 +74,8 @@ def call_model(
     model: nn.Module, form: ContinuousForm, others: dict[str, Tensor], values: Tensor
 ) -> Tensor:
     """The model's logits with the perturbed field set to ``values`` and the rows' other
-    input fields ``others``."""
+    input fields ``others``, without the positions that are padding in every row (the
+    chunks of :func:`saved.boundary.mine_boundary` hold texts of similar length)."""
     fields = dict(others)
     fields[form.field] = values
-    return forward_logits(model, form.inputs.as_batch(fields))
+    return forward_logits(model, trim_padding(form.inputs.as_batch(fields)))

@@ -229,7 +229,8 @@ class MaskTrainer:
             if held.numel() > VALIDATION_ROWS:
                 pick = torch.randperm(held.numel(), generator=self.generator)[:VALIDATION_ROWS]
                 held = held[pick.sort().values]
-            self.validation_rows: Tensor | None = held
+            order = calibration.select(held).length_order()  # batches of similar length
+            self.validation_rows: Tensor | None = held if order is None else held[order]
         else:
             self.train_rows, self.validation_rows = torch.arange(n), None
         k = components.num_components

@@ -81,6 +81,29 @@ def test_text_model_mines_in_embedding_space_and_leaves_padding(debian_bert, deb
         assert torch.equal(side.fields["inputs_embeds"][pad], original[pad])
 
 
+def test_text_chunks_mined_in_length_order_give_the_set_of_one_chunk(
+    debian_bert, debian_text
+) -> None:
+    # chunks of two texts of similar length, each trimmed to its own longest text, against
+    # one chunk of every text at the data set's padded length: the same pairs, in data order
+    _, _, test_batch = debian_text
+    batch = {k: v[:24] for k, v in test_batch.items()}
+    lengths = batch["attention_mask"].sum(1)
+    assert int(lengths.min()) < int(lengths.max()) < batch["input_ids"].shape[1]
+    config = BoundaryConfig(norm="2", random_start=False, tol=1e-3)
+    whole = mine_boundary(debian_bert, batch, config, batch_size=24)
+    chunked = mine_boundary(debian_bert, batch, config, batch_size=2)
+    assert torch.equal(chunked.source, torch.arange(24))
+    assert torch.equal(chunked.flipped, whole.flipped)
+    assert torch.equal(chunked.classes, whole.classes)
+    for side in ("inside", "outside"):
+        ours, theirs = getattr(chunked, side), getattr(whole, side)
+        assert torch.allclose(
+            ours.fields["inputs_embeds"], theirs.fields["inputs_embeds"], atol=1e-4
+        )
+    assert torch.allclose(chunked.margins, whole.margins, atol=1e-4)
+
+
 def test_constant_model_ends_within_max_steps_all_unrefined() -> None:
     constant = nn.Linear(64, 10)
     nn.init.zeros_(constant.weight)

@@ -187,7 +187,7 @@ def test_trimming_trailing_padding_keeps_the_logits(debian_bert, debian_text) ->
     from saved.inputs import trim_padding
 
     batch, _, _ = debian_text
-    rows = {k: v[:16] for k, v in batch.items()}
+    rows = {k: v[:16].clone() for k, v in batch.items()}  # not the session fixture's views
     rows["attention_mask"][:, 10:] = 0  # every row padded beyond position 10
     trimmed = trim_padding(rows)
     assert trimmed["input_ids"].shape[1] == 10
@@ -198,3 +198,14 @@ def test_trimming_trailing_padding_keeps_the_logits(debian_bert, debian_text) ->
     assert torch.allclose(full, short, atol=1e-5)
     images = torch.zeros(2, 1, 8, 8)
     assert trim_padding(images) is images  # nothing to trim outside text batches
+
+
+def test_length_order_sorts_texts_by_their_last_attended_position() -> None:
+    mask = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 1, 0]]
+    )
+    texts = as_inputs({"input_ids": torch.ones_like(mask), "attention_mask": mask})
+    # lengths 3, 1, 5, 1, 4: ties keep their data order
+    assert texts.length_order().tolist() == [1, 3, 0, 4, 2]
+    assert as_inputs(torch.zeros(3, 4)).length_order() is None
+    assert as_inputs({"input_ids": torch.ones_like(mask)}).length_order() is None

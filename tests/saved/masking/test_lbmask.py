@@ -336,6 +336,38 @@ def test_the_held_out_rows_keep_a_sample_with_its_boundary_points(wide_mlp, digi
     assert abs(len(held) - 0.2 * 300) <= 1
 
 
+def test_text_validation_runs_in_length_order_and_measures_what_data_order_does(
+    debian_bert, debian_text
+) -> None:
+    _, _, test_batch = debian_text
+    data = as_inputs({k: v[:60] for k, v in test_batch.items()})
+    mined = mine_boundary(debian_bert, data, saved.BoundaryConfig(norm="2"))
+    calibration = calibration_set(data, mined, debian_bert)
+    config = LBMaskConfig(max_steps=10, eval_every=5, alpha=0.0)
+    space = UnitSpace.of(debian_bert, data.batch(slice(0, 2)))
+    trainer = MaskTrainer(
+        debian_bert,
+        calibration,
+        ClassComponents(4),
+        space,
+        config,
+        sources=calibration_sources(len(data), mined),
+    )
+    rows = trainer.validation_rows
+    assert rows is not None
+    mask = calibration.select(rows).fields["attention_mask"]
+    lengths = (mask * torch.arange(1, mask.shape[1] + 1)).amax(1)
+    assert torch.equal(lengths, lengths.sort().values)
+    assert int(lengths[0]) < int(lengths[-1])
+    with trainer:
+        trainer.step()
+        ordered = trainer.validation()
+        trainer.validation_rows = rows.sort().values  # the same rows in data order
+        in_data_order = trainer.validation()
+    assert ordered[0] == pytest.approx(in_data_order[0], abs=1e-9)
+    assert ordered[1] == pytest.approx(in_data_order[1], rel=1e-5)
+
+
 def test_the_ramp_raises_the_sparsity_along_the_cubic_schedule(wide_mlp, digits_setup):
     """Step t of a ramp of R steps keeps ``1 - s (1 - (1 - (t + 1) / R) ** 3)`` of every
     layer's 128 neurons (hand-computed at s = 0.5, R = 4: 0.2890625 at the first step, so 91
