@@ -108,7 +108,7 @@ def test_paper_tables_smoke(
     """Every table is produced from its rows; the markdown carries the command and each row's
     verdict agrees with its numbers under the contract."""
     out, store = tmp_path / "RESULTS.md", tmp_path / "store"
-    planned = 25 + 28  # new rows per table: 2 + 6 + 5 + 8 + 4, and 2 x 7 methods x 2 protocols
+    planned = 26 + 28  # new rows per table: 2 + 6 + 6 + 8 + 4, and 2 x 7 methods x 2 protocols
 
     def status(cache_dir: Path) -> list[str]:
         args = ("--smoke", "--status", "--store", str(store))
@@ -139,6 +139,7 @@ def test_paper_tables_smoke(
     methods = ["lbmask a=0", "lbmask a=1", "wanda", "wanda-structured", "mi", "similarity"]
     methods.append("random")
     assert [r["method"] for r in result["rq2"]] == methods
+    assert [r["method"] for r in result["rq2_4"]] == methods  # the default start on 4 classes
     # the long-description sets: every method under both protocols, the paper's in-sample
     assert [(r["model"], r["protocol"], r["method"]) for r in result["long"]] == [
         (model, protocol, method)
